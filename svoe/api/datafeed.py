@@ -1,0 +1,210 @@
+"""The DataFeed resource as pydantic models: the one schema shared by the CLI, the feed pod,
+the operator and the generated CRD (crds/datafeed.yaml).
+
+Field names are camelCase on the wire (Kubernetes style) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from svoe.api.exchanges import STORED_CHANNELS, exchange_channels
+
+API_GROUP = "svoe.io"
+API_VERSION = "v1alpha1"
+KIND = "DataFeed"
+PLURAL = "datafeeds"
+
+# cryptofeed's normalized symbols: BTC-USDT, BTC-USD-PERP, BTC-USD-21DEC31, BTC-USD-50000-C-21DEC31.
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,24}(-[A-Z0-9.]{1,24}){1,4}$"
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+# Kubernetes object names (RFC 1123 subdomain, kept short because pod names derive from it).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$"
+
+Channel = Literal[
+    "trades", "l2_book", "l3_book", "ticker", "candles", "funding", "open_interest", "liquidations"
+]
+assert set(Channel.__args__) == set(STORED_CHANNELS)  # type: ignore[attr-defined]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class BookOptions(_Model):
+    """Order book options."""
+
+    depth: Annotated[int, Field(ge=0, le=5000, description="Levels kept per side; 0 keeps the full book.")] = 0
+    snapshot_interval: Annotated[
+        int,
+        Field(
+            ge=0,
+            description=(
+                "Store a full book snapshot every N updates per symbol, besides the exchange's own "
+                "snapshots; 0 stores only deltas and the exchange's snapshots."
+            ),
+        ),
+    ] = 0
+
+
+class StorageOptions(_Model):
+    """Where and how the aggregator writes Parquet blocks."""
+
+    lake: Annotated[
+        str,
+        Field(min_length=1, description="Lake URL: a local directory or s3://bucket/prefix."),
+    ] = "./lake"
+    glue_database: Annotated[
+        str | None,
+        Field(pattern=r"^[a-z0-9_]{1,255}$", description="Glue database for s3:// lakes (one table per channel)."),
+    ] = None
+    flush_interval_seconds: Annotated[
+        float, Field(gt=0, le=3600, description="Flush a stream's buffered events at least this often.")
+    ] = 30.0
+    flush_max_rows: Annotated[
+        int, Field(ge=1, le=10_000_000, description="Flush a stream once this many events are buffered.")
+    ] = 50_000
+    compression: Annotated[
+        Literal["zstd", "snappy", "gzip", "none"], Field(description="Parquet compression codec.")
+    ] = "zstd"
+
+    @field_validator("lake")
+    @classmethod
+    def _lake_scheme(cls, v: str) -> str:
+        if "://" in v and not v.startswith(("s3://", "file://")):
+            raise ValueError(f"unsupported lake URL {v!r}: use a local path or s3://bucket/prefix")
+        if v.startswith("s3://") and len(v) <= len("s3://"):
+            raise ValueError("s3:// lake needs a bucket: s3://bucket/prefix")
+        return v
+
+    @property
+    def is_s3(self) -> bool:
+        return self.lake.startswith("s3://")
+
+
+class LiveOptions(_Model):
+    """Live stream of normalized events over ZMQ PUB."""
+
+    enabled: bool = True
+    port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the ZMQ PUB socket.")] = 5555
+    bind: Annotated[str, Field(description="Address the PUB socket binds to.")] = "127.0.0.1"
+
+
+class EndpointOverrides(_Model):
+    """Base-URL overrides for testnets, mirrors and the replay exchange. Paths are kept."""
+
+    websocket: Annotated[str | None, Field(pattern=r"^wss://", description="Replaces scheme, host and port of every websocket endpoint.")] = None
+    rest: Annotated[str | None, Field(pattern=r"^https?://", description="Replaces scheme, host and port of every REST endpoint.")] = None
+    ca_file: Annotated[str | None, Field(description="PEM bundle trusted for TLS to the overridden endpoints.")] = None
+
+
+class ShardingOptions(_Model):
+    max_symbols_per_pod: Annotated[
+        int, Field(ge=1, le=1000, description="The operator splits the symbols into shards of at most this many.")
+    ] = 10
+
+
+class BufferOptions(_Model):
+    """The Redis stream buffer between collector and aggregator."""
+
+    max_backlog: Annotated[
+        int,
+        Field(
+            ge=1,
+            description=(
+                "Unflushed entries per stream above which the pod reports unready and the backlog "
+                "metric alerts. Entries are never dropped."
+            ),
+        ),
+    ] = 1_000_000
+
+
+class DataFeedSpec(_Model):
+    exchange: Annotated[str, Field(description="A cryptofeed 3.0.1 exchange id, e.g. BINANCE.")]
+    channels: Annotated[list[Channel], Field(min_length=1, description="Channels to collect.")]
+    symbols: Annotated[
+        list[Annotated[str, Field(pattern=SYMBOL_PATTERN)]],
+        Field(min_length=1, description="Symbols in cryptofeed's normalized form: BTC-USDT, BTC-USD-PERP."),
+    ]
+    book: BookOptions = BookOptions()
+    storage: StorageOptions = StorageOptions()
+    live: LiveOptions = LiveOptions()
+    endpoints: EndpointOverrides = EndpointOverrides()
+    sharding: ShardingOptions = ShardingOptions()
+    buffer: BufferOptions = BufferOptions()
+    candle_interval: Annotated[str, Field(pattern=r"^[0-9]+[smhdwM]$", description="Candle interval, e.g. 1m.")] = "1m"
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, v: str) -> str:
+        known = exchange_channels()
+        if v not in known:
+            raise ValueError(f"unknown exchange {v!r}; allowed: {', '.join(known)}")
+        return v
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols_normalized(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        if not v:
+            raise ValueError("no symbols: list at least one symbol, e.g. BTC-USDT")
+        for s in v:
+            if not isinstance(s, str) or not _SYMBOL_RE.match(s):
+                raise ValueError(
+                    f"malformed symbol {s!r}: use cryptofeed's normalized form, upper case with '-' "
+                    "separators, e.g. BTC-USDT or BTC-USD-PERP"
+                )
+        dupes = sorted({s for s in v if v.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate symbols {dupes}: list each symbol once")
+        return v
+
+    @model_validator(mode="after")
+    def _channels_supported(self) -> DataFeedSpec:
+        offered = exchange_channels()[self.exchange]
+        missing = [c for c in self.channels if c not in offered]
+        if missing:
+            raise ValueError(
+                f"channels: {self.exchange} does not offer {missing}; allowed: {', '.join(offered)}"
+            )
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels: list each channel once")
+        return self
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    namespace: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class DataFeed(BaseModel):
+    """A whole DataFeed manifest (apiVersion, kind, metadata, spec)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    api_version: Annotated[Literal["svoe.io/v1alpha1"], Field(alias="apiVersion")]
+    kind: Literal["DataFeed"]
+    metadata: ObjectMeta
+    spec: DataFeedSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def streams(self) -> list[tuple[str, str]]:
+        """Every (channel, symbol) pair this feed writes, in a stable order."""
+        return [(c, s) for c in self.spec.channels for s in self.spec.symbols]

@@ -1,0 +1,39 @@
+"""What cryptofeed 3.0.1 offers: the exchange ids and the channels each one serves.
+
+This is the single place that asks cryptofeed, so the API model, the CRD enums and the
+collector agree on what is valid.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+# Channels svoe knows how to store. cryptofeed offers a few more (l1_book, index, ...);
+# they are accepted only once the lake has a schema for them.
+STORED_CHANNELS: tuple[str, ...] = (
+    "trades",
+    "l2_book",
+    "l3_book",
+    "ticker",
+    "candles",
+    "funding",
+    "open_interest",
+    "liquidations",
+)
+
+
+@cache
+def exchange_channels() -> dict[str, tuple[str, ...]]:
+    """Exchange id -> the stored channels its websocket feed supports, from cryptofeed's map."""
+    from cryptofeed.exchanges import EXCHANGE_MAP
+
+    out: dict[str, tuple[str, ...]] = {}
+    for exchange_id, feed_cls in EXCHANGE_MAP.items():
+        ws = feed_cls.websocket_channels
+        offered = set(ws.keys()) if ws is not NotImplemented else set()
+        out[str(exchange_id)] = tuple(c for c in STORED_CHANNELS if c in offered)
+    return dict(sorted(out.items()))
+
+
+def known_exchanges() -> list[str]:
+    return list(exchange_channels())
