@@ -19,8 +19,8 @@ API_VERSION = "v1alpha1"
 KIND = "DataFeed"
 PLURAL = "datafeeds"
 
-# cryptofeed's normalized symbols: BTC-USDT, BTC-USD-PERP, BTC-USD-21DEC31, BTC-USD-50000-C-21DEC31.
-SYMBOL_PATTERN = r"^[A-Z0-9]{1,24}(-[A-Z0-9.]{1,24}){1,4}$"
+# cryptofeed's normalized symbols: BTC-USDT, BTC-USD-PERP, BTC-USD-21Z31, options BTC-8000-21U24-put.
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,24}(-[A-Z0-9.]{1,24}){1,4}(-(call|put))?$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 # Kubernetes object names (RFC 1123 subdomain, kept short because pod names derive from it).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$"
@@ -142,6 +142,10 @@ class DataFeedSpec(_Model):
     sharding: ShardingOptions = ShardingOptions()
     buffer: BufferOptions = BufferOptions()
     candle_interval: Annotated[str, Field(pattern=r"^[0-9]+[smhdwM]$", description="Candle interval, e.g. 1m.")] = "1m"
+    candle_closed_only: Annotated[
+        bool,
+        Field(description="Store only closed candles. Off by default: every update is stored, with `closed` set."),
+    ] = False
 
     @field_validator("exchange")
     @classmethod

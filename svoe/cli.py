@@ -1,0 +1,208 @@
+"""`svoe`: run a DataFeed locally, run the feed pod's containers, replay captures, inspect the lake,
+benchmark the pipeline, and run the operator.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input (the message names the field and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from svoe.api import DataFeed, ManifestError, load_manifest
+
+EXIT_BAD_INPUT = 2
+
+
+def _load(path: str, lake: str | None = None) -> DataFeed:
+    feed = load_manifest(path)
+    if lake is not None:
+        doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
+        doc["spec"]["storage"]["lake"] = lake
+        from svoe.api import parse_manifest
+
+        feed = parse_manifest(doc, f"{path} (with --lake {lake})")
+    return feed
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def cmd_run(a: argparse.Namespace) -> int:
+    from svoe.feedpod.local_run import RunError, run_local
+    from svoe.lake.stats import lake_counts, totals_by_channel
+
+    feed = _load(a.manifest, a.lake)
+    try:
+        res = asyncio.run(
+            run_local(feed, a.replay, a.redis, metrics_port=a.metrics_port, replay_speed=a.replay_speed)
+        )
+    except RunError as err:
+        print(f"svoe run: {err}", file=sys.stderr)
+        return 1
+    lake = feed.spec.storage.lake
+    print(
+        f"run finished in {res.seconds:.1f}s: {res.collected:,} events collected, {res.flushed:,} rows flushed "
+        f"to {lake}" + (" (exit code {})".format(res.exit_code) if res.exit_code else "")
+    )
+    try:
+        totals = totals_by_channel(lake_counts(lake)).get(feed.spec.exchange, {})
+        print("lake now holds: " + ", ".join(f"{ch}={n}" for ch, n in totals.items()))
+    except Exception as err:  # the summary is a courtesy; the run itself succeeded or failed above
+        print(f"(could not read lake stats: {err})", file=sys.stderr)
+    return res.exit_code
+
+
+def cmd_collector(a: argparse.Namespace) -> int:
+    from svoe.feedpod.entrypoints import collector_process
+
+    return asyncio.run(collector_process(_load(a.manifest), a.redis, a.health_host, a.health_port, a.log_file))
+
+
+def cmd_aggregator(a: argparse.Namespace) -> int:
+    from svoe.feedpod.entrypoints import aggregator_process
+
+    return asyncio.run(aggregator_process(_load(a.manifest), a.redis, a.health_host, a.health_port))
+
+
+def cmd_replay_serve(a: argparse.Namespace) -> int:
+    from svoe.replay.cli import serve_main
+
+    return serve_main(a.capture_dir, a.exchange, a.host, a.port, a.speed, a.loop)
+
+
+def cmd_lake_stats(a: argparse.Namespace) -> int:
+    from svoe.lake.stats import lake_counts, render_table
+
+    try:
+        counts = lake_counts(a.lake_url)
+    except FileNotFoundError as err:
+        print(f"svoe lake stats: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.json:
+        print(json.dumps(counts, indent=None, sort_keys=True))
+    else:
+        sys.stdout.write(render_table(counts))
+    return 0
+
+
+def cmd_bench_pipeline(a: argparse.Namespace) -> int:
+    from svoe.bench.pipeline import bench_main
+
+    return bench_main(a.replay, a.exchange, a.repeat, a.json, a.seconds)
+
+
+def cmd_operator(a: argparse.Namespace) -> int:
+    from svoe.operator.main import run_operator
+
+    run_operator(namespace=a.namespace, all_namespaces=a.all_namespaces, peering=a.peering)
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="svoe",
+        description="Collect crypto market data from a DataFeed manifest into a data lake, locally or on Kubernetes.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser(
+        "run",
+        help="run a DataFeed locally: collector, Redis and aggregator",
+        description=(
+            "Run the DataFeed on this machine: a collector (cryptofeed), a private redis-server as the durable "
+            "buffer, and an aggregator writing Parquet to the lake and publishing live over ZMQ. With --replay it "
+            "replays a recorded exchange and exits 0 once the capture is exhausted and everything is flushed; "
+            "otherwise it runs until Ctrl-C, then drains."
+        ),
+    )
+    r.add_argument("manifest", help="DataFeed YAML (apiVersion svoe.io/v1alpha1, kind DataFeed)")
+    r.add_argument("--lake", help="override spec.storage.lake: a directory or s3://bucket/prefix")
+    r.add_argument("--replay", metavar="CAPTURE_DIR", help="replay this capture directory instead of the live exchange")
+    r.add_argument("--replay-speed", type=float, default=None, help="replay at real time x SPEED (default: as fast as possible)")
+    r.add_argument("--redis", metavar="URL", help="use this Redis (redis://, unix://) instead of a private redis-server")
+    r.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz (default 8080)")
+    r.set_defaults(func=cmd_run)
+
+    for name, func, port, help_ in (
+        ("collector", cmd_collector, 8080, "feed pod container: cryptofeed -> Redis streams (serves /metrics)"),
+        ("aggregator", cmd_aggregator, 8081, "feed pod container: Redis streams -> lake + ZMQ live"),
+    ):
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("--manifest", required=True, help="the shard's DataFeed YAML")
+        c.add_argument("--redis", required=True, metavar="URL", help="Redis URL, e.g. unix:///var/run/svoe/redis.sock")
+        c.add_argument("--health-host", default="0.0.0.0", help="address of the health endpoints")
+        c.add_argument("--health-port", type=int, default=port, help=f"port of the health endpoints (default {port})")
+        if name == "collector":
+            c.add_argument("--log-file", default="/tmp/feedhandler.log", help="cryptofeed's log file")
+        c.set_defaults(func=func)
+
+    rp = sub.add_parser("replay", help="the local replay exchange").add_subparsers(dest="replay_cmd", required=True)
+    s = rp.add_parser(
+        "serve",
+        help="serve a recorded exchange over HTTPS and WSS",
+        description="Replay recorded traffic to an unmodified cryptofeed client (REST + websocket over TLS).",
+    )
+    s.add_argument("capture_dir", help="directory with EX.0, EX.http.N.0, EX.ws.N.0 files")
+    s.add_argument("exchange", help="exchange id, e.g. BINANCE")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
+    s.add_argument("--speed", type=float, default=None, help="real time x SPEED (default: as fast as possible)")
+    s.add_argument("--loop", action="store_true", help="replay forever, rewriting sequence numbers")
+    s.set_defaults(func=cmd_replay_serve)
+
+    lk = sub.add_parser("lake", help="inspect a lake").add_subparsers(dest="lake_cmd", required=True)
+    st = lk.add_parser(
+        "stats", help="events per exchange/channel/symbol", description="Count stored events from Parquet footers."
+    )
+    st.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
+    st.add_argument("--json", action="store_true", help='print {"EXCHANGE": {"channel": {"SYMBOL": n}}}')
+    st.set_defaults(func=cmd_lake_stats)
+
+    bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    bp = bn.add_parser(
+        "pipeline",
+        help="bare cryptofeed vs cryptofeed's Redis backend vs the svoe pipeline",
+        description="Run the same looped capture through three configurations and report events/s, latency, RSS.",
+    )
+    bp.add_argument("--replay", required=True, metavar="DIR", help="capture directory")
+    bp.add_argument("--exchange", default="BINANCE")
+    bp.add_argument("--repeat", type=int, default=1, help="runs per configuration (the median is reported)")
+    bp.add_argument("--seconds", type=float, default=20.0, help="duration of each run")
+    bp.add_argument("--json", action="store_true", help="print one JSON object")
+    bp.set_defaults(func=cmd_bench_pipeline)
+
+    op = sub.add_parser("operator", help="run the kopf operator against the current kubeconfig")
+    g = op.add_mutually_exclusive_group()
+    g.add_argument("--namespace", "-n", help="watch one namespace")
+    g.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    op.add_argument("--peering", default=None, help="kopf peering name for HA (two replicas)")
+    op.set_defaults(func=cmd_operator)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+    except ManifestError as err:
+        print(f"svoe: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

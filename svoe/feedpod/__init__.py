@@ -1,0 +1,1 @@
+"""The feed pod: collector -> Redis stream buffer -> aggregator -> lake, plus live stream, metrics, health."""

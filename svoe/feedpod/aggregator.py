@@ -1,0 +1,297 @@
+"""The aggregator: reads the Redis streams through a consumer group, publishes each event live,
+and writes Parquet blocks to the lake. An entry is acknowledged and trimmed only after the block
+holding it is durably written.
+
+Why retries never duplicate: a block's object name is the id of its first entry. Entries stay in
+the group's pending list until acknowledged, so after a crash the restarted aggregator re-reads its
+own pending entries first, in order, and its next block starts at the same first id: the retry
+overwrites the object it may already have written (with the same or more rows), never adds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from svoe.api import DataFeed
+from svoe.feedpod import metrics
+from svoe.feedpod.events import to_table
+from svoe.feedpod.lake_writer import LakeWriter
+from svoe.feedpod.live import LivePublisher, topic
+from svoe.feedpod.redis_buffer import CONSUMER, GROUP, PAYLOAD_FIELD, stats_key, stream_key
+
+LOG = logging.getLogger(__name__)
+
+READ_COUNT = 5000
+
+
+def heartbeat_key(exchange: str) -> str:
+    return f"svoe:{exchange}:aggregator"
+
+
+def collector_key(exchange: str) -> str:
+    return f"svoe:{exchange}:collector"
+
+
+@dataclass
+class _Stream:
+    key: str
+    channel: str
+    symbol: str
+    topic: bytes
+    ids: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    since: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Aggregator:
+    def __init__(
+        self,
+        feed: DataFeed,
+        client: aioredis.Redis,
+        writer: LakeWriter,
+        publisher: LivePublisher | None = None,
+    ) -> None:
+        self.feed = feed
+        self.spec = feed.spec
+        self.exchange = feed.spec.exchange
+        self.client = client
+        self.writer = writer
+        self.publisher = publisher
+        self.streams: dict[str, _Stream] = {}
+        for ch, sym in feed.streams():
+            key = stream_key(self.exchange, ch, sym)
+            self.streams[key] = _Stream(key, ch, sym, topic(self.exchange, ch, sym))
+        self.rows_written = 0
+        self.bytes_written = 0
+        self.blocks_written = 0
+        self.flush_errors = 0
+        self.backlog = 0
+        self.last_flush_ok = True
+
+    # ---- redis --------------------------------------------------------------------------------
+    async def _ensure_groups(self) -> None:
+        for key in self.streams:
+            try:
+                await self.client.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    def _take(self, key: Any, entries: list[tuple[Any, Any]]) -> int:
+        s = self.streams[key.decode() if isinstance(key, bytes) else key]
+        if entries and not s.ids:
+            s.since = time.monotonic()
+        for entry_id, fields in entries:
+            if fields is None:  # pending entry that was deleted; nothing to keep
+                continue
+            payload = fields[PAYLOAD_FIELD]
+            s.ids.append(entry_id.decode())
+            s.payloads.append(payload)
+            if self.publisher is not None:
+                self.publisher.publish(s.topic, payload)
+        if entries and self.publisher is not None:
+            metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(len(entries))
+        return len(entries)
+
+    async def _recover_pending(self) -> int:
+        """Re-read this consumer's unacknowledged entries (left by a crash), oldest first."""
+        total = 0
+        for key in self.streams:
+            last = "0"
+            while True:
+                res = await self.client.xreadgroup(GROUP, CONSUMER, {key: last}, count=READ_COUNT)
+                entries = res[0][1] if res else []
+                if not entries:
+                    break
+                total += self._take(key, entries)
+                last = entries[-1][0].decode()
+        if total:
+            LOG.info("recovered %d unacknowledged entries after a restart", total)
+        return total
+
+    async def _read_new(self, block_ms: int | None) -> int:
+        cap = self.spec.storage.flush_max_rows
+        wanted = {k: ">" for k, s in self.streams.items() if len(s.ids) < cap and s.failures == 0}
+        if not wanted:
+            # Every buffer is full or its writes are failing: leave the backlog in Redis.
+            await asyncio.sleep((block_ms or 0) / 1000 or 0.05)
+            return 0
+        res = await self.client.xreadgroup(
+            GROUP, CONSUMER, wanted, count=min(READ_COUNT, cap), block=block_ms if block_ms else None
+        )
+        n = 0
+        for key, entries in res or []:
+            n += self._take(key, entries)
+        return n
+
+    # ---- flushing -----------------------------------------------------------------------------
+    def _due(self, s: _Stream, now: float, draining: bool) -> bool:
+        if not s.ids or now < s.retry_at:
+            return False
+        storage = self.spec.storage
+        return draining or len(s.ids) >= storage.flush_max_rows or now - s.since >= storage.flush_interval_seconds
+
+    def _write_parts(self, s: _Stream, table: pa.Table) -> int:
+        """Write one block, split by UTC date of receipt; returns bytes written."""
+        ts = pc.cast(pc.floor(pc.multiply(table["receipt_timestamp"], 1_000_000)), pa.int64())
+        dates = pc.strftime(pc.cast(ts, pa.timestamp("us", tz="UTC")), format="%Y-%m-%d")
+        size = 0
+        ids = table["svoe_id"]
+        for date in dict.fromkeys(dates.to_pylist()):
+            mask = pc.equal(dates, date)
+            part = table.filter(mask)
+            first_id = ids.filter(mask)[0].as_py()
+            size += self.writer.write_block(s.channel, self.exchange, s.symbol, str(date), first_id, part)
+        return size
+
+    async def _flush(self, s: _Stream) -> bool:
+        n = len(s.ids)
+        ids, payloads = s.ids[:n], s.payloads[:n]
+        started = time.perf_counter()
+        try:
+            table = to_table(s.channel, ids, payloads)
+            size = await asyncio.to_thread(self._write_parts, s, table)
+        except Exception as err:
+            self.flush_errors += 1
+            self.last_flush_ok = False
+            metrics.FLUSH_ERRORS.labels(self.exchange, s.channel).inc()
+            s.failures += 1
+            delay = min(0.25 * 2 ** (s.failures - 1), 30.0)
+            s.retry_at = time.monotonic() + delay
+            LOG.warning("flush of %s (%d rows) failed: %s; retry in %.1fs", s.key, n, err, delay)
+            return False
+        metrics.FLUSH_DURATION.labels(self.exchange, s.channel).observe(time.perf_counter() - started)
+        metrics.FLUSH_ROWS.labels(self.exchange, s.channel).inc(n)
+        metrics.FLUSH_BYTES.labels(self.exchange, s.channel).inc(size)
+        # Durable: now acknowledge and trim. Entries below the last id are gone from the stream;
+        # the last one stays (trimmed next time), already acknowledged.
+        while True:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.xack(s.key, GROUP, *ids)
+                pipe.xtrim(s.key, minid=ids[-1], approximate=False)
+                pipe.hincrby(stats_key(self.exchange), "flushed", n)
+                await pipe.execute()
+                break
+            except (RedisError, OSError) as err:
+                metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
+                LOG.warning("ack of %s failed (%s); retrying", s.key, err)
+                await asyncio.sleep(0.5)
+        del s.ids[:n], s.payloads[:n]
+        s.since = time.monotonic()
+        s.failures = 0
+        s.retry_at = 0.0
+        self.rows_written += n
+        self.bytes_written += size
+        self.blocks_written += 1
+        self.last_flush_ok = True
+        return True
+
+    async def _flush_due(self, draining: bool) -> None:
+        now = time.monotonic()
+        for s in self.streams.values():
+            if self._due(s, now, draining):
+                await self._flush(s)
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+    async def _report(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.streams:
+            pipe.xinfo_groups(key)
+        pipe.info("memory")
+        res = await pipe.execute(raise_on_error=False)
+        total = 0
+        for s, groups in zip(self.streams.values(), res, strict=False):
+            backlog = len(s.ids)
+            if isinstance(groups, list):
+                for g in groups:
+                    name = g.get("name")
+                    if name in (GROUP, GROUP.encode()):
+                        lag = g.get("lag") or 0
+                        backlog = int(g.get("pending") or 0) + int(lag)
+            metrics.STREAM_BACKLOG.labels(self.exchange, s.channel, s.symbol).set(backlog)
+            total = max(total, backlog)
+        mem = res[-1]
+        if isinstance(mem, dict):
+            metrics.REDIS_USED_MEMORY.set(float(mem.get("used_memory", 0)))
+            metrics.REDIS_MAXMEMORY.set(float(mem.get("maxmemory", 0)))
+        self.backlog = total
+        await self.client.hset(
+            heartbeat_key(self.exchange),
+            mapping={"beat": time.time(), "flush_ok": int(self.last_flush_ok), "backlog": total},
+        )
+
+    async def _collector_done(self) -> bool:
+        state = await self.client.hget(collector_key(self.exchange), "state")
+        return state in (b"stopped", None)
+
+    # ---- main loop ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, drain_timeout: float = 60.0) -> None:
+        while True:
+            try:
+                await self._ensure_groups()
+                await self._recover_pending()
+                break
+            except (RedisError, OSError) as err:
+                metrics.REDIS_ERRORS.labels("aggregator", "connect").inc()
+                LOG.warning("redis not reachable (%s); retrying", err)
+                await asyncio.sleep(0.5)
+        next_report = 0.0
+        while not stop.is_set():
+            try:
+                await self._read_new(block_ms=100)
+                await self._flush_due(draining=False)
+                if time.monotonic() >= next_report:
+                    await self._report()
+                    next_report = time.monotonic() + 1.0
+            except (RedisError, OSError) as err:
+                metrics.REDIS_ERRORS.labels("aggregator", "read").inc()
+                LOG.warning("redis error (%s); retrying", err)
+                await asyncio.sleep(0.5)
+                await self._reconnect_groups()
+        await self._drain(drain_timeout)
+
+    async def _reconnect_groups(self) -> None:
+        # After a Redis restart the group survives in the AOF; if Redis came back empty, recreate it.
+        try:
+            await self._ensure_groups()
+        except (RedisError, OSError):
+            pass
+
+    async def _drain(self, timeout: float) -> None:
+        """Read and flush everything the collector wrote, until it has stopped and nothing is left."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            try:
+                n = await self._read_new(block_ms=50)
+                await self._flush_due(draining=True)
+                pending = sum(len(s.ids) for s in self.streams.values())
+                if n == 0 and pending == 0 and await self._collector_done():
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since >= 0.2:
+                        break
+                else:
+                    quiet_since = None
+            except (RedisError, OSError) as err:
+                metrics.REDIS_ERRORS.labels("aggregator", "drain").inc()
+                LOG.warning("redis error while draining (%s); retrying", err)
+                await asyncio.sleep(0.5)
+        left = sum(len(s.ids) for s in self.streams.values())
+        if left:
+            LOG.error("drain timed out with %d events unflushed; they stay pending in Redis", left)
+        try:
+            await self._report()
+        except (RedisError, OSError):
+            pass

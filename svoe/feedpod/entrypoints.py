@@ -1,0 +1,127 @@
+"""Process entry points of the feed pod's containers (`svoe collector`, `svoe aggregator`).
+
+`svoe run` starts the very same functions as local processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from svoe.api import DataFeed
+from svoe.feedpod import redis_buffer
+from svoe.feedpod.aggregator import Aggregator, collector_key, heartbeat_key
+from svoe.feedpod.collector import Collector, install_signal_handlers, run_collector
+from svoe.feedpod.health import Check, HealthServer
+from svoe.feedpod.lake_writer import make_writer
+from svoe.feedpod.live import LivePublisher
+
+LOG = logging.getLogger(__name__)
+
+# The aggregator must have reported within this many seconds for the pod to be ready.
+HEARTBEAT_STALE_SECONDS = 10.0
+
+
+def _ready_checks(feed: DataFeed, redis_url: str, state: dict[str, Collector]) -> dict[str, Check]:
+    client = redis_buffer.connect(redis_url)
+    exchange = feed.spec.exchange
+
+    async def connected() -> tuple[bool, str]:
+        c = state.get("collector")
+        ok = c is not None and c.connected
+        return ok, "exchange connection open" if ok else "not connected to the exchange yet"
+
+    async def redis_up() -> tuple[bool, str]:
+        try:
+            await client.ping()
+            return True, "reachable"
+        except Exception as err:
+            return False, f"unreachable: {err}"
+
+    async def flushing() -> tuple[bool, str]:
+        try:
+            hb = await client.hgetall(heartbeat_key(exchange))
+        except Exception as err:
+            return False, f"cannot read aggregator heartbeat: {err}"
+        if not hb:
+            return False, "aggregator has not reported yet"
+        age = time.time() - float(hb[b"beat"])
+        backlog = int(hb.get(b"backlog", 0))
+        if age > HEARTBEAT_STALE_SECONDS:
+            return False, f"aggregator silent for {age:.0f}s"
+        if hb.get(b"flush_ok") == b"0":
+            return False, "lake writes are failing (retrying)"
+        if backlog > feed.spec.buffer.max_backlog:
+            return False, f"backlog {backlog} above bound {feed.spec.buffer.max_backlog}"
+        return True, f"backlog {backlog}"
+
+    return {"feed": connected, "redis": redis_up, "flush": flushing}
+
+
+async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int, log_file: str) -> int:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    state: dict[str, Collector] = {}
+    health = HealthServer(host, port, _ready_checks(feed, redis_url, state))
+    await health.start()
+    client = redis_buffer.connect(redis_url)
+    ckey = collector_key(feed.spec.exchange)
+    await _set_state(client, ckey, "running")
+    started = time.monotonic()
+    try:
+        collector = await run_collector(
+            feed, redis_url, stop, log_file=log_file, on_ready=lambda c: state.__setitem__("collector", c)
+        )
+    finally:
+        await _set_state(client, ckey, "stopped")
+        await health.stop()
+        await client.aclose()
+    LOG.info("collector stopped after %.1fs: %d events", time.monotonic() - started, collector.events)
+    return 0
+
+
+async def _set_state(client: redis_buffer.aioredis.Redis, key: str, state: str) -> None:
+    for _ in range(40):
+        try:
+            await client.hset(key, mapping={"state": state, "pid": os.getpid(), "at": time.time()})
+            return
+        except Exception:
+            await asyncio.sleep(0.25)
+    LOG.warning("could not record collector state %s in redis", state)
+
+
+async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    client = redis_buffer.connect(redis_url)
+    writer = make_writer(feed.spec.storage)
+    live = feed.spec.live
+    publisher = LivePublisher(live.bind, live.port) if live.enabled else None
+
+    async def redis_up() -> tuple[bool, str]:
+        try:
+            await client.ping()
+            return True, "reachable"
+        except Exception as err:
+            return False, f"unreachable: {err}"
+
+    health = HealthServer(host, port, {"redis": redis_up}, serve_metrics=False)
+    await health.start()
+    agg = Aggregator(feed, client, writer, publisher)
+    try:
+        await agg.run(stop)
+    finally:
+        await health.stop()
+        if publisher is not None:
+            publisher.close()
+        await client.aclose()
+    LOG.info(
+        "aggregator stopped: %d rows, %d bytes in %d blocks, %d flush errors",
+        agg.rows_written,
+        agg.bytes_written,
+        agg.blocks_written,
+        agg.flush_errors,
+    )
+    return 0

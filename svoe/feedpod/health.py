@@ -1,0 +1,64 @@
+"""HTTP endpoints of a feed pod process: /metrics, /healthz (alive) and /readyz (ready).
+
+Readiness is a list of named checks; /readyz answers 200 only when all pass and lists each
+check's verdict either way, so `kubectl describe` and a curl show why a pod is unready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from svoe.feedpod import metrics
+
+LOG = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, checks: dict[str, Check], serve_metrics: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.checks = checks
+        self.serve_metrics = serve_metrics
+        self._runner: web.AppRunner | None = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        lines = []
+        ready = True
+        for name, check in self.checks.items():
+            try:
+                ok, detail = await asyncio.wait_for(check(), timeout=2)
+            except Exception as err:
+                ok, detail = False, f"check failed: {err!r}"
+            ready &= ok
+            lines.append(f"[{'+' if ok else '-'}] {name}: {detail}")
+        body = "\n".join(lines) + f"\n{'ready' if ready else 'not ready'}\n"
+        return web.Response(text=body, status=200 if ready else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        if self.serve_metrics:
+            app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        LOG.info("health endpoints on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

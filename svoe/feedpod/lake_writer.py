@@ -1,0 +1,146 @@
+"""Writers of Parquet blocks into the lake: a local directory, or S3 with the Glue catalog.
+
+Object names are deterministic: `{channel}/exchange=E/symbol=S/date=D/{first-stream-id}.parquet`.
+A block re-read after a crash starts at the same stream id, so its retry overwrites the object
+instead of adding a second copy (see aggregator.py for why the start id is stable).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from svoe.api.datafeed import StorageOptions
+
+LOG = logging.getLogger(__name__)
+
+PARTITIONS = ("exchange", "symbol", "date")
+
+
+def block_relpath(channel: str, exchange: str, symbol: str, date: str, first_id: str) -> str:
+    return f"{channel}/exchange={exchange}/symbol={symbol}/date={date}/{first_id}.parquet"
+
+
+def parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        compression=None if compression == "none" else compression,
+        compression_level=9 if compression == "zstd" else None,
+        use_dictionary=True,
+        write_statistics=True,
+    )
+    return buf.getvalue()
+
+
+class LakeWriter(Protocol):
+    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
+        """Durably write one block; return its size in bytes. Raises on failure (caller retries)."""
+        ...
+
+
+class LocalLakeWriter:
+    def __init__(self, root: str | Path, compression: str = "zstd") -> None:
+        self.root = Path(str(root).removeprefix("file://"))
+        self.compression = compression
+
+    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
+        path = self.root / block_relpath(channel, exchange, symbol, date, first_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = parquet_bytes(table, self.compression)
+        # Write-then-rename so a crash never leaves a torn block under the final name; fsync
+        # both the file and its directory so the ack that follows is backed by durable bytes.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return len(data)
+
+
+def _athena_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return f"array<{_athena_type(t.value_type)}>"
+    return {pa.float64(): "double", pa.int64(): "bigint", pa.string(): "string", pa.bool_(): "boolean"}[t]
+
+
+class S3LakeWriter:
+    """awswrangler writes each block to its exact key and registers table and partition in Glue.
+
+    awswrangler's `dataset=True` mode appends a random uuid to every object name, which would turn
+    each retry into a duplicate; so blocks are uploaded to exact keys and the catalog side of a
+    dataset (one table per channel, partitions exchange/symbol/date) is kept through wr.catalog.
+    Reading back with `wr.s3.read_parquet(path, dataset=True)` or Athena sees one dataset.
+    """
+
+    def __init__(self, storage: StorageOptions) -> None:
+        import awswrangler as wr
+
+        self.wr = wr
+        self.url = storage.lake.rstrip("/")
+        self.compression = storage.compression
+        self.database = storage.glue_database
+        self._tables: set[str] = set()
+        self._partitions: set[tuple[str, str, str, str]] = set()
+        if self.database:
+            wr.catalog.create_database(self.database, exist_ok=True)
+
+    def _ensure_table(self, channel: str, schema: pa.Schema) -> None:
+        if not self.database or channel in self._tables:
+            return
+        self.wr.catalog.create_parquet_table(
+            database=self.database,
+            table=channel,
+            path=f"{self.url}/{channel}/",
+            columns_types={f.name: _athena_type(f.type) for f in schema},
+            partitions_types={p: "string" for p in PARTITIONS},
+            compression=self.compression if self.compression != "none" else None,
+            mode="overwrite",
+        )
+        self._tables.add(channel)
+
+    def _ensure_partition(self, channel: str, exchange: str, symbol: str, date: str) -> None:
+        key = (channel, exchange, symbol, date)
+        if not self.database or key in self._partitions:
+            return
+        location = f"{self.url}/{channel}/exchange={exchange}/symbol={symbol}/date={date}/"
+        self.wr.catalog.add_parquet_partitions(
+            database=self.database,
+            table=channel,
+            partitions_values={location: [exchange, symbol, date]},
+            compression=self.compression if self.compression != "none" else None,
+        )
+        self._partitions.add(key)
+
+    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
+        path = f"{self.url}/{block_relpath(channel, exchange, symbol, date, first_id)}"
+        self._ensure_table(channel, table.schema)
+        data = parquet_bytes(table, self.compression)
+        # The same Parquet bytes as the local lake; S3 PUT is atomic, so no torn objects.
+        self.wr.s3.upload(local_file=io.BytesIO(data), path=path)
+        self._ensure_partition(channel, exchange, symbol, date)
+        return len(data)
+
+
+def make_writer(storage: StorageOptions) -> LakeWriter:
+    if storage.is_s3:
+        return S3LakeWriter(storage)
+    return LocalLakeWriter(storage.lake, storage.compression)

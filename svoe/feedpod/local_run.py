@@ -1,0 +1,248 @@
+"""`svoe run`: the feed pod on a laptop. The same collector and aggregator code as the pod's
+containers, as two local processes around a private redis-server, optionally fed by the replay
+exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import redis.asyncio as aioredis
+import yaml
+
+from svoe.api import DataFeed
+from svoe.feedpod.redis_buffer import stats_key
+
+
+class RunError(Exception):
+    """A run that cannot start; the message names the fix."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def state_dir_for(feed: DataFeed) -> Path:
+    """Where a run keeps its Redis AOF, metrics files and caches: beside a local lake, so a
+    crashed run's unflushed events are recovered by the next run into the same lake."""
+    lake = feed.spec.storage.lake
+    if feed.spec.storage.is_s3:
+        base = Path(".svoe-state") / lake.removeprefix("s3://").replace("/", "_")
+    else:
+        base = Path(lake.removeprefix("file://")) / ".svoe-state"
+    return (base / f"{feed.spec.exchange}-{feed.name}").resolve()
+
+
+@dataclass
+class RedisServer:
+    proc: subprocess.Popen[bytes]
+    url: str
+    socket_path: str
+
+    @classmethod
+    def start(cls, data_dir: Path) -> RedisServer:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RunError(
+                "redis-server is not installed: install it (Debian/Ubuntu: apt-get install redis-server; "
+                "macOS: brew install redis) or pass --redis redis://HOST:PORT of a running server"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are limited to ~100 bytes, so the socket lives in /tmp, not the lake.
+        sock = os.path.join(tempfile.gettempdir(), f"svoe-{uuid.uuid4().hex[:10]}.sock")
+        args = [
+            exe,
+            "--port", "0",
+            "--unixsocket", sock,
+            "--unixsocketperm", "700",
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(sock):
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RunError(f"redis-server exited at start: {err.strip()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RunError("redis-server did not open its socket within 15s")
+            time.sleep(0.02)
+        return cls(proc, f"unix://{sock}", sock)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # SIGTERM: redis flushes the AOF before exiting
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "svoe.cli", *args], env=env)
+
+
+async def _stop_child(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, then wait without blocking the loop: the replay server in this process must keep
+    answering the child's websocket close handshake while it shuts down."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return await asyncio.to_thread(proc.wait)
+    return proc.returncode
+
+
+class Progress:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.last_line = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.out.write("\r\033[K" + text)
+            self.out.flush()
+        elif force or now - self.last_line >= 2.0:
+            self.out.write(text + "\n")
+            self.out.flush()
+            self.last_line = now
+
+    def done(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+
+
+@dataclass
+class RunResult:
+    collected: int
+    flushed: int
+    seconds: float
+    exit_code: int
+
+
+async def _counts(client: aioredis.Redis, exchange: str) -> tuple[int, int]:
+    h = await client.hgetall(stats_key(exchange))
+    return int(h.get(b"collected", 0)), int(h.get(b"flushed", 0))
+
+
+async def run_local(
+    feed: DataFeed,
+    replay_dir: str | None = None,
+    redis_url: str | None = None,
+    metrics_port: int = 8080,
+    replay_speed: float | None = None,
+    out: TextIO = sys.stderr,
+) -> RunResult:
+    started = time.monotonic()
+    state = state_dir_for(feed)
+    state.mkdir(parents=True, exist_ok=True)
+    metrics_dir = state / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+
+    server: Any = None
+    redis: RedisServer | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    progress = Progress(out)
+    try:
+        if replay_dir is not None:
+            from svoe.replay import ReplayServer
+
+            server = ReplayServer(replay_dir, feed.spec.exchange, speed=replay_speed)
+            await server.start()
+            doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc["spec"]["endpoints"] = {"websocket": server.ws_base, "rest": server.rest_base, "caFile": server.ca_file}
+            feed = DataFeed.model_validate(doc)
+            out.write(f"replaying {feed.spec.exchange} from {replay_dir} at {server.ws_base}\n")
+
+        if redis_url is None:
+            redis = RedisServer.start(state / "redis")
+            redis_url = redis.url
+        client = aioredis.Redis.from_url(redis_url)
+        await client.delete(stats_key(feed.spec.exchange))
+
+        manifest = state / "datafeed.yaml"
+        manifest.write_text(yaml.safe_dump(feed.model_dump(mode="json", by_alias=True, exclude_none=True)))
+        env = dict(os.environ)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        env["XDG_CACHE_HOME"] = str(state / "cache")
+        common = ["--manifest", str(manifest), "--redis", redis_url]
+        aggregator = _child(["aggregator", *common, "--health-port", str(free_port())], env)
+        procs.append(aggregator)
+        collector = _child(
+            ["collector", *common, "--health-port", str(metrics_port), "--log-file", str(state / "feedhandler.log")],
+            env,
+        )
+        procs.append(collector)
+        out.write(
+            f"collecting {feed.spec.exchange} {','.join(feed.spec.channels)} for {len(feed.spec.symbols)} symbols "
+            f"into {feed.spec.storage.lake} (metrics: http://127.0.0.1:{metrics_port}/metrics)\n"
+        )
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        exhausted_at: float | None = None
+        last_collected, stable_since = -1, time.monotonic()
+        exit_code = 0
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            collected, flushed = await _counts(client, feed.spec.exchange)
+            progress.show(f"collected {collected:,} events | flushed {flushed:,} rows | backlog {collected - flushed:,}")
+            if collected != last_collected:
+                last_collected, stable_since = collected, time.monotonic()
+            for p in procs:
+                if p.poll() is not None:
+                    exit_code = p.returncode or 1
+                    stop.set()
+            if server is not None and server.exhausted.is_set():
+                exhausted_at = exhausted_at or time.monotonic()
+                # The capture is fully sent; stop once the collector has had time to handle it all.
+                quiet = time.monotonic() - stable_since
+                if quiet >= 1.5 and time.monotonic() - exhausted_at >= 1.0:
+                    stop.set()
+        # Order matters: the collector writes out its buffer, then the aggregator drains it all.
+        code_c = await _stop_child(collector, timeout=60)
+        code_a = await _stop_child(aggregator, timeout=180)
+        if exit_code == 0:
+            exit_code = code_c or code_a
+        collected, flushed = await _counts(client, feed.spec.exchange)
+        progress.show(f"collected {collected:,} events | flushed {flushed:,} rows", force=True)
+        progress.done()
+        await client.aclose()
+        return RunResult(collected, flushed, time.monotonic() - started, exit_code)
+    finally:
+        for p in procs:
+            await _stop_child(p, timeout=30)
+        if redis is not None:
+            redis.stop()
+        if server is not None:
+            await server.stop()

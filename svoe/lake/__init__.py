@@ -1,0 +1,1 @@
+"""Reading the lake back: event counts, DuckDB locally, Athena remotely."""
