@@ -30,8 +30,8 @@ demo: setup
 	$(RUN)/svoe lake stats ./lake
 
 lint: setup
-	$(RUN)/ruff check svoe tests bench e2e tools
-	$(RUN)/ruff format --check svoe tests bench e2e tools
+	$(RUN)/ruff check svoe tests bench tools $(wildcard e2e)
+	$(RUN)/ruff format --check svoe tests bench tools $(wildcard e2e)
 
 typecheck: setup
 	$(RUN)/mypy svoe
@@ -42,8 +42,10 @@ test: setup helm lint typecheck
 crds: setup
 	$(RUN)/python -m svoe.api.crd > crds/datafeed.yaml
 
+## Heavy benchmarks (not part of `make test`); figures go in docs/performance.md.
 bench: setup
-	$(RUN)/python -m bench.run
+	$(RUN)/svoe bench pipeline --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --json
+	$(RUN)/python bench/operator_bench.py --count 500
 
 e2e: setup
 	$(RUN)/pytest -q e2e/local

@@ -44,20 +44,18 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     feed = _load(a.manifest, a.lake)
     try:
-        res = asyncio.run(
-            run_local(feed, a.replay, a.redis, metrics_port=a.metrics_port, replay_speed=a.replay_speed)
-        )
+        res = asyncio.run(run_local(feed, a.replay, a.redis, metrics_port=a.metrics_port, replay_speed=a.replay_speed))
     except RunError as err:
         print(f"svoe run: {err}", file=sys.stderr)
         return 1
     lake = feed.spec.storage.lake
     print(
         f"run finished in {res.seconds:.1f}s: {res.collected:,} events collected, {res.flushed:,} rows flushed "
-        f"to {lake}" + (" (exit code {})".format(res.exit_code) if res.exit_code else "")
+        f"to {lake}" + (f" (exit code {res.exit_code})" if res.exit_code else "")
     )
     try:
         totals = totals_by_channel(lake_counts(lake)).get(feed.spec.exchange, {})
-        print("lake now holds: " + ", ".join(f"{ch}={n}" for ch, n in totals.items()))
+        print("lake now holds: " + (", ".join(f"{ch}={n}" for ch, n in totals.items()) or "nothing"))
     except Exception as err:  # the summary is a courtesy; the run itself succeeded or failed above
         print(f"(could not read lake stats: {err})", file=sys.stderr)
     return res.exit_code
@@ -103,9 +101,22 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
 
 
 def cmd_operator(a: argparse.Namespace) -> int:
+    from svoe.operator.config import ConfigError
     from svoe.operator.main import run_operator
 
-    run_operator(namespace=a.namespace, all_namespaces=a.all_namespaces, peering=a.peering)
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        run_operator(
+            namespace=a.namespace,
+            all_namespaces=a.all_namespaces,
+            peering=a.peering,
+            priority=a.priority,
+            liveness=a.liveness,
+        )
+    except ConfigError as err:
+        print(f"svoe operator: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -131,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("manifest", help="DataFeed YAML (apiVersion svoe.io/v1alpha1, kind DataFeed)")
     r.add_argument("--lake", help="override spec.storage.lake: a directory or s3://bucket/prefix")
     r.add_argument("--replay", metavar="CAPTURE_DIR", help="replay this capture directory instead of the live exchange")
-    r.add_argument("--replay-speed", type=float, default=None, help="replay at real time x SPEED (default: as fast as possible)")
-    r.add_argument("--redis", metavar="URL", help="use this Redis (redis://, unix://) instead of a private redis-server")
+    r.add_argument(
+        "--replay-speed", type=float, default=None, help="replay at real time x SPEED (default: as fast as possible)"
+    )
+    r.add_argument(
+        "--redis", metavar="URL", help="use this Redis (redis://, unix://) instead of a private redis-server"
+    )
     r.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz (default 8080)")
     r.set_defaults(func=cmd_run)
 
@@ -184,11 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true", help="print one JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
 
-    op = sub.add_parser("operator", help="run the kopf operator against the current kubeconfig")
+    op = sub.add_parser(
+        "operator",
+        help="run the kopf operator against the current kubeconfig",
+        description="Reconcile DataFeeds into sharded feed pods, using KUBECONFIG or the in-cluster account.",
+    )
     g = op.add_mutually_exclusive_group()
     g.add_argument("--namespace", "-n", help="watch one namespace")
-    g.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    g.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
     op.add_argument("--peering", default=None, help="kopf peering name for HA (two replicas)")
+    op.add_argument("--priority", type=int, default=None, help="peering priority (default: from POD_NAME or random)")
+    op.add_argument(
+        "--liveness", default=None, metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
     op.set_defaults(func=cmd_operator)
     return p
 

@@ -131,3 +131,5 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+    except (urllib.error.URLError, OSError) as err:
+        return 0, f"unreachable: {err}"

@@ -7,7 +7,8 @@ from decimal import Decimal as D
 import pyarrow as pa
 from cryptofeed.types import Candle, OrderBook, Ticker, Trade
 
-from svoe.feedpod.events import CHANNEL_SCHEMAS, SIMPLE_ENCODERS, decode, encode_book, to_table
+from svoe.feedpod.events import SIMPLE_ENCODERS, decode, encode_book
+from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, to_table
 
 
 def test_trade_roundtrip_keeps_values() -> None:

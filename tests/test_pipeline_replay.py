@@ -19,7 +19,11 @@ def _exchanges() -> list[str]:
 
 def assert_no_duplicate_ids(lake: Path) -> None:
     for stream_dir in {p.parent.parent for p in lake.rglob("*.parquet") if ".svoe-state" not in p.parts}:
-        ids = [i for f in sorted(stream_dir.rglob("*.parquet")) for i in pq.read_table(f, columns=["svoe_id"])["svoe_id"].to_pylist()]
+        ids = [
+            i
+            for f in sorted(stream_dir.rglob("*.parquet"))
+            for i in pq.read_table(f, columns=["svoe_id"])["svoe_id"].to_pylist()
+        ]
         assert len(ids) == len(set(ids)), f"duplicate events in {stream_dir}"
 
 
@@ -35,3 +39,13 @@ def test_replay_into_lake_matches_reference(exchange: str, captures: Path, tmp_p
     got = lake_totals(str(lake)).get(exchange, {})
     assert got == {ch: n for ch, n in expected.items() if n}, f"{exchange}: lake {got} != reference {expected}"
     assert_no_duplicate_ids(lake)
+
+
+def test_symbol_the_exchange_does_not_list_exits_2(captures: Path, tmp_path: Path) -> None:
+    doc = capture_manifest(captures, "BINANCE", str(tmp_path / "lake"))
+    doc["spec"]["symbols"] = [*doc["spec"]["symbols"], "FOO-BAR"]
+    res = svoe(
+        "run", str(write_manifest(tmp_path / "feed.yaml", doc)), "--replay", str(captures), "--metrics-port", "0"
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "spec.symbols" in res.stderr and "FOO-BAR" in res.stderr

@@ -119,7 +119,8 @@ def _channel_rule() -> dict[str, Any]:
         # The exchange enum guarantees the key exists.
         "rule": f"self.channels.all(c, c in {{{lists}}}[self.exchange])",
         "messageExpression": (
-            f"'channels: ' + self.exchange + ' does not offer every listed channel; allowed: ' + {{{texts}}}[self.exchange]"
+            "'channels: ' + self.exchange + ' does not offer every listed channel; allowed: ' + "
+            f"{{{texts}}}[self.exchange]"
         ),
         "fieldPath": ".channels",
         "reason": "FieldValueNotSupported",
@@ -250,7 +251,11 @@ def crd() -> dict[str, Any]:
                         {"name": "Channels", "type": "string", "jsonPath": ".spec.channels"},
                         {"name": "Symbols", "type": "integer", "jsonPath": ".status.symbolCount"},
                         {"name": "Shards", "type": "integer", "jsonPath": ".status.shardCount"},
-                        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {"openAPIV3Schema": _ordered(schema)},

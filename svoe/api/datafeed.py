@@ -25,9 +25,7 @@ _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 # Kubernetes object names (RFC 1123 subdomain, kept short because pod names derive from it).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$"
 
-Channel = Literal[
-    "trades", "l2_book", "l3_book", "ticker", "candles", "funding", "open_interest", "liquidations"
-]
+Channel = Literal["trades", "l2_book", "l3_book", "ticker", "candles", "funding", "open_interest", "liquidations"]
 assert set(Channel.__args__) == set(STORED_CHANNELS)  # type: ignore[attr-defined]
 
 
@@ -102,8 +100,12 @@ class LiveOptions(_Model):
 class EndpointOverrides(_Model):
     """Base-URL overrides for testnets, mirrors and the replay exchange. Paths are kept."""
 
-    websocket: Annotated[str | None, Field(pattern=r"^wss://", description="Replaces scheme, host and port of every websocket endpoint.")] = None
-    rest: Annotated[str | None, Field(pattern=r"^https?://", description="Replaces scheme, host and port of every REST endpoint.")] = None
+    websocket: Annotated[
+        str | None, Field(pattern=r"^wss://", description="Replaces scheme, host and port of every websocket endpoint.")
+    ] = None
+    rest: Annotated[
+        str | None, Field(pattern=r"^https?://", description="Replaces scheme, host and port of every REST endpoint.")
+    ] = None
     ca_file: Annotated[str | None, Field(description="PEM bundle trusted for TLS to the overridden endpoints.")] = None
 
 
@@ -178,9 +180,7 @@ class DataFeedSpec(_Model):
         offered = exchange_channels()[self.exchange]
         missing = [c for c in self.channels if c not in offered]
         if missing:
-            raise ValueError(
-                f"channels: {self.exchange} does not offer {missing}; allowed: {', '.join(offered)}"
-            )
+            raise ValueError(f"channels: {self.exchange} does not offer {missing}; allowed: {', '.join(offered)}")
         if len(set(self.channels)) != len(self.channels):
             raise ValueError("channels: list each channel once")
         return self

@@ -7,6 +7,7 @@ collector agree on what is valid.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 # Channels svoe knows how to store. cryptofeed offers a few more (l1_book, index, ...);
 # they are accepted only once the lake has a schema for them.
@@ -28,6 +29,7 @@ def exchange_channels() -> dict[str, tuple[str, ...]]:
     from cryptofeed.exchanges import EXCHANGE_MAP
 
     out: dict[str, tuple[str, ...]] = {}
+    feed_cls: Any
     for exchange_id, feed_cls in EXCHANGE_MAP.items():
         ws = feed_cls.websocket_channels
         offered = set(ws.keys()) if ws is not NotImplemented else set()

@@ -47,7 +47,9 @@ def format_validation_error(err: ValidationError) -> str:
 
 def parse_manifest(doc: Any, source: str = "manifest") -> DataFeed:
     if not isinstance(doc, dict):
-        raise ManifestError(f"{source}: expected a DataFeed object (apiVersion, kind, metadata, spec), got {type(doc).__name__}")
+        raise ManifestError(
+            f"{source}: expected a DataFeed object (apiVersion, kind, metadata, spec), got {type(doc).__name__}"
+        )
     try:
         return DataFeed.model_validate(doc)
     except ValidationError as err:
@@ -59,7 +61,9 @@ def load_manifest(path: str | Path) -> DataFeed:
     try:
         text = p.read_text()
     except OSError as err:
-        raise ManifestError(f"{p}: cannot read the manifest ({err.strerror}); pass the path of a DataFeed YAML file") from None
+        raise ManifestError(
+            f"{p}: cannot read the manifest ({err.strerror}); pass the path of a DataFeed YAML file"
+        ) from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:

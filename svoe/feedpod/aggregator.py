@@ -11,34 +11,33 @@ overwrites the object it may already have written (with the same or more rows), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from svoe.api import DataFeed
 from svoe.feedpod import metrics
-from svoe.feedpod.events import to_table
-from svoe.feedpod.lake_writer import LakeWriter
+from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
-from svoe.feedpod.redis_buffer import CONSUMER, GROUP, PAYLOAD_FIELD, stats_key, stream_key
+from svoe.feedpod.redis_buffer import (
+    CONSUMER,
+    GROUP,
+    PAYLOAD_FIELD,
+    collector_key,
+    heartbeat_key,
+    raw_pipeline,
+    stats_key,
+    stream_key,
+)
 
 LOG = logging.getLogger(__name__)
 
 READ_COUNT = 5000
-
-
-def heartbeat_key(exchange: str) -> str:
-    return f"svoe:{exchange}:aggregator"
-
-
-def collector_key(exchange: str) -> str:
-    return f"svoe:{exchange}:collector"
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Aggregator:
         self,
         feed: DataFeed,
         client: aioredis.Redis,
-        writer: LakeWriter,
+        writer: BlockWriter,
         publisher: LivePublisher | None = None,
     ) -> None:
         self.feed = feed
@@ -78,6 +77,7 @@ class Aggregator:
         self.flush_errors = 0
         self.backlog = 0
         self.last_flush_ok = True
+        self._flushing: asyncio.Task[None] | None = None
 
     # ---- redis --------------------------------------------------------------------------------
     async def _ensure_groups(self) -> None:
@@ -99,7 +99,7 @@ class Aggregator:
             s.ids.append(entry_id.decode())
             s.payloads.append(payload)
             if self.publisher is not None:
-                self.publisher.publish(s.topic, payload)
+                self.publisher.publish(s.topic, payload, entry_id)
         if entries and self.publisher is not None:
             metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(len(entries))
         return len(entries)
@@ -110,7 +110,7 @@ class Aggregator:
         for key in self.streams:
             last = "0"
             while True:
-                res = await self.client.xreadgroup(GROUP, CONSUMER, {key: last}, count=READ_COUNT)
+                res: Any = await self.client.xreadgroup(GROUP, CONSUMER, {key: last}, count=READ_COUNT)
                 entries = res[0][1] if res else []
                 if not entries:
                     break
@@ -122,12 +122,12 @@ class Aggregator:
 
     async def _read_new(self, block_ms: int | None) -> int:
         cap = self.spec.storage.flush_max_rows
-        wanted = {k: ">" for k, s in self.streams.items() if len(s.ids) < cap and s.failures == 0}
+        wanted: dict[Any, Any] = {k: ">" for k, s in self.streams.items() if len(s.ids) < cap and s.failures == 0}
         if not wanted:
             # Every buffer is full or its writes are failing: leave the backlog in Redis.
             await asyncio.sleep((block_ms or 0) / 1000 or 0.05)
             return 0
-        res = await self.client.xreadgroup(
+        res: Any = await self.client.xreadgroup(
             GROUP, CONSUMER, wanted, count=min(READ_COUNT, cap), block=block_ms if block_ms else None
         )
         n = 0
@@ -142,26 +142,12 @@ class Aggregator:
         storage = self.spec.storage
         return draining or len(s.ids) >= storage.flush_max_rows or now - s.since >= storage.flush_interval_seconds
 
-    def _write_parts(self, s: _Stream, table: pa.Table) -> int:
-        """Write one block, split by UTC date of receipt; returns bytes written."""
-        ts = pc.cast(pc.floor(pc.multiply(table["receipt_timestamp"], 1_000_000)), pa.int64())
-        dates = pc.strftime(pc.cast(ts, pa.timestamp("us", tz="UTC")), format="%Y-%m-%d")
-        size = 0
-        ids = table["svoe_id"]
-        for date in dict.fromkeys(dates.to_pylist()):
-            mask = pc.equal(dates, date)
-            part = table.filter(mask)
-            first_id = ids.filter(mask)[0].as_py()
-            size += self.writer.write_block(s.channel, self.exchange, s.symbol, str(date), first_id, part)
-        return size
-
     async def _flush(self, s: _Stream) -> bool:
         n = len(s.ids)
         ids, payloads = s.ids[:n], s.payloads[:n]
         started = time.perf_counter()
         try:
-            table = to_table(s.channel, ids, payloads)
-            size = await asyncio.to_thread(self._write_parts, s, table)
+            size = await self.writer.write(s.channel, self.exchange, s.symbol, ids, payloads)
         except Exception as err:
             self.flush_errors += 1
             self.last_flush_ok = False
@@ -178,11 +164,19 @@ class Aggregator:
         # the last one stays (trimmed next time), already acknowledged.
         while True:
             try:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.xack(s.key, GROUP, *ids)
-                pipe.xtrim(s.key, minid=ids[-1], approximate=False)
-                pipe.hincrby(stats_key(self.exchange), "flushed", n)
-                await pipe.execute()
+                replies = await raw_pipeline(
+                    self.client,
+                    [
+                        (b"MULTI",),
+                        (b"XACK", s.key, GROUP, *ids),
+                        (b"XTRIM", s.key, b"MINID", ids[-1]),
+                        (b"HINCRBY", stats_key(self.exchange), b"flushed", n),
+                        (b"EXEC",),
+                    ],
+                )
+                failed = [r for r in replies if isinstance(r, Exception)]
+                if failed:
+                    raise failed[0]
                 break
             except (RedisError, OSError) as err:
                 metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
@@ -199,10 +193,25 @@ class Aggregator:
         return True
 
     async def _flush_due(self, draining: bool) -> None:
+        """Start flushing the streams that are due, in the background: reading and live
+        publishing go on while a block is encoded and written."""
+        if self._flushing is not None:
+            if not self._flushing.done():
+                return
+            self._flushing.result()  # a bug in a flush surfaces here instead of being lost
+            self._flushing = None
         now = time.monotonic()
-        for s in self.streams.values():
-            if self._due(s, now, draining):
-                await self._flush(s)
+        due = [s for s in self.streams.values() if self._due(s, now, draining)]
+        if due:
+            self._flushing = asyncio.create_task(self._flush_all(due), name="svoe.flush")
+
+    async def _flush_all(self, due: list[_Stream]) -> None:
+        for s in due:
+            await self._flush(s)
+
+    @property
+    def _flush_running(self) -> bool:
+        return self._flushing is not None and not self._flushing.done()
 
     # ---- bookkeeping --------------------------------------------------------------------------
     async def _report(self) -> None:
@@ -264,10 +273,8 @@ class Aggregator:
 
     async def _reconnect_groups(self) -> None:
         # After a Redis restart the group survives in the AOF; if Redis came back empty, recreate it.
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self._ensure_groups()
-        except (RedisError, OSError):
-            pass
 
     async def _drain(self, timeout: float) -> None:
         """Read and flush everything the collector wrote, until it has stopped and nothing is left."""
@@ -278,7 +285,7 @@ class Aggregator:
                 n = await self._read_new(block_ms=50)
                 await self._flush_due(draining=True)
                 pending = sum(len(s.ids) for s in self.streams.values())
-                if n == 0 and pending == 0 and await self._collector_done():
+                if n == 0 and pending == 0 and not self._flush_running and await self._collector_done():
                     quiet_since = quiet_since or time.monotonic()
                     if time.monotonic() - quiet_since >= 0.2:
                         break
@@ -288,10 +295,10 @@ class Aggregator:
                 metrics.REDIS_ERRORS.labels("aggregator", "drain").inc()
                 LOG.warning("redis error while draining (%s); retrying", err)
                 await asyncio.sleep(0.5)
+        if self._flushing is not None:
+            await self._flushing
         left = sum(len(s.ids) for s in self.streams.values())
         if left:
             LOG.error("drain timed out with %d events unflushed; they stay pending in Redis", left)
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self._report()
-        except (RedisError, OSError):
-            pass

@@ -7,6 +7,7 @@ Runs as the pod's `collector` container and as a process of `svoe run`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -38,8 +39,9 @@ def _resync_exceptions() -> tuple[type[BaseException], ...]:
     return _RESYNC_EXCEPTIONS
 
 
-class _GapLogWatcher(logging.Handler):
-    """cryptofeed reports some gaps only as a warning before it drops and refetches a book."""
+class _CryptofeedLogWatcher(logging.Handler):
+    """cryptofeed reports some problems only as warnings: a book gap before it drops and refetches
+    the book, and a message it does not understand before it skips it."""
 
     def __init__(self, exchange: str) -> None:
         super().__init__(logging.WARNING)
@@ -47,9 +49,12 @@ class _GapLogWatcher(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
-        if "missing book update" in msg or "sequence" in msg.lower() and "gap" in msg.lower():
-            symbol = msg.split(":")[1].split()[0] if ":" in msg else "unknown"
-            metrics.SEQUENCE_GAPS.labels(self.exchange, symbol).inc()
+        if "missing book update" in msg or ("sequence" in msg.lower() and "gap" in msg.lower()):
+            # "EXCHANGE: SYMBOL missing book update detected, resetting book"
+            parts = msg.split(":", 1)[1].split() if ":" in msg else []
+            metrics.SEQUENCE_GAPS.labels(self.exchange, parts[0] if parts else "unknown").inc()
+        elif "Unexpected message" in msg or "unknown message" in msg.lower():
+            metrics.MALFORMED.labels(self.exchange).inc()
 
 
 class Collector:
@@ -61,36 +66,49 @@ class Collector:
         self.connected = False
         self._book_events: dict[tuple[str, str], int] = {}
         self._snapshots: dict[tuple[str, str], int] = {}
+        self._series_cache: dict[tuple[str, str], tuple[str, Any, Any]] = {}
         self.events = 0
 
     # ---- callbacks -------------------------------------------------------------------------
+    def _series(self, channel: str, symbol: str) -> tuple[str, Any, Any]:
+        """Stream key and metric children of one stream, looked up once (labels() is not free)."""
+        k = (channel, symbol)
+        hit = self._series_cache.get(k)
+        if hit is None:
+            hit = self._series_cache[k] = (
+                stream_key(self.exchange, channel, symbol),
+                metrics.EVENTS.labels(self.exchange, channel, symbol),
+                metrics.LAST_EVENT.labels(self.exchange, channel, symbol),
+            )
+        return hit
+
     def _simple_callback(self, channel: str) -> Callback:
         encode = SIMPLE_ENCODERS[channel]
-        exchange = self.exchange
-        writer = self.writer
-        events = metrics.EVENTS
-        last = metrics.LAST_EVENT
+        append = self.writer.append
+        series = self._series
 
         async def cb(obj: Any, receipt_ts: float) -> None:
-            symbol = obj.symbol
-            events.labels(exchange, channel, symbol).inc()
-            last.labels(exchange, channel, symbol).set(receipt_ts)
+            key, events, last = series(channel, obj.symbol)
+            events.inc()
+            last.set(receipt_ts)
             self.events += 1
-            await writer.append(stream_key(exchange, channel, symbol), channel, encode(obj, receipt_ts))
+            await append(key, channel, encode(obj, receipt_ts))
 
         return cb
 
     def _book_callback(self, channel: str) -> Callback:
         exchange = self.exchange
-        writer = self.writer
+        append = self.writer.append
+        series = self._series
         depth = self.spec.book.depth
         every = self.spec.book.snapshot_interval
         l3 = channel == "l3_book"
 
         async def cb(book: Any, receipt_ts: float) -> None:
             symbol = book.symbol
-            metrics.EVENTS.labels(exchange, channel, symbol).inc()
-            metrics.LAST_EVENT.labels(exchange, channel, symbol).set(receipt_ts)
+            key, events, last = series(channel, symbol)
+            events.inc()
+            last.set(receipt_ts)
             self.events += 1
             k = (channel, symbol)
             n = self._book_events.get(k, 0) + 1
@@ -101,8 +119,7 @@ class Collector:
                     metrics.BOOK_RESYNCS.labels(exchange, symbol).inc()
                 self._snapshots[k] = seen + 1
             full = bool(every) and n % every == 0
-            payload = encode_book(book, receipt_ts, full, depth, l3)
-            await writer.append(stream_key(exchange, channel, symbol), channel, payload)
+            await append(key, channel, encode_book(book, receipt_ts, full, depth, l3))
 
         return cb
 
@@ -141,9 +158,12 @@ class Collector:
         exchange = self.exchange
         resync = _resync_exceptions()
 
+        connected = metrics.FEED_CONNECTED.labels(exchange)
+
         async def guarded(msg: Any, conn: Any, ts: float) -> None:
-            self.connected = True
-            metrics.FEED_CONNECTED.labels(exchange).set(1)
+            if not self.connected:
+                self.connected = True
+                connected.set(1)
             try:
                 await handler(msg, conn, ts)
             except resync as err:
@@ -173,28 +193,35 @@ async def run_collector(
     from svoe.feedpod import redis_buffer
 
     client = redis_buffer.connect(redis_url)
-    writer = StreamWriter(client, feed.spec.exchange, high_water=max(1000, feed.spec.storage.flush_max_rows))
+    writer = StreamWriter(client, feed.spec.exchange)
     await writer.start(stream_key(feed.spec.exchange, c, s) for c, s in feed.streams())
     collector = Collector(feed, writer)
-    logging.getLogger("feedhandler").addHandler(_GapLogWatcher(feed.spec.exchange))
-    logging.getLogger("cryptofeed").addHandler(_GapLogWatcher(feed.spec.exchange))
+    logging.getLogger("cryptofeed").addHandler(_CryptofeedLogWatcher(feed.spec.exchange))
     cf = collector.build_feed()
+    gc.freeze()  # start-up objects leave the GC's generations: shorter pauses on the hot path
     if on_ready is not None:
         on_ready(collector)
     feed_stop = asyncio.Event()
     task = asyncio.create_task(cf.run(feed_stop), name="svoe.feed")
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    failure: BaseException | None = None
+    if task.done() and not stop.is_set():
+        failure = task.exception() or RuntimeError("the feed stopped by itself")
     feed_stop.set()
     try:
         await asyncio.wait_for(task, timeout=15)
     except Exception:
-        LOG.warning("feed shutdown raised", exc_info=True)
+        if failure is None:
+            LOG.warning("feed shutdown raised", exc_info=True)
     stopper.cancel()
     metrics.FEED_CONNECTED.labels(feed.spec.exchange).set(0)
     collector.connected = False
+    # Whatever was collected before a failure is still written to Redis first.
     await writer.close()
     await client.aclose()
+    if failure is not None:
+        raise failure
     return collector
 
 

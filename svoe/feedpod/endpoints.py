@@ -47,8 +47,11 @@ def rebase_url(url: str, base: str) -> str:
 
 
 def _client_ssl_context(ca_file: str) -> ssl.SSLContext:
+    # The system store plus ca_file: passing cafile= to create_default_context would trust only it.
+    ctx = ssl.create_default_context()
     try:
-        return ssl.create_default_context(cafile=ca_file)
+        ctx.load_verify_locations(cafile=ca_file)
+        return ctx
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"ca_file {ca_file!r} is not a readable PEM certificate: {exc}") from exc
 

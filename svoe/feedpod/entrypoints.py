@@ -6,17 +6,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import sys
 import time
+from typing import Any
 
 from svoe.api import DataFeed
-from svoe.feedpod import redis_buffer
-from svoe.feedpod.aggregator import Aggregator, collector_key, heartbeat_key
+from svoe.feedpod import metrics, redis_buffer
 from svoe.feedpod.collector import Collector, install_signal_handlers, run_collector
 from svoe.feedpod.health import Check, HealthServer
-from svoe.feedpod.lake_writer import make_writer
-from svoe.feedpod.live import LivePublisher
+from svoe.feedpod.redis_buffer import collector_key, heartbeat_key
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def _ready_checks(feed: DataFeed, redis_url: str, state: dict[str, Collector]) -
 async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int, log_file: str) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    metrics.init_series(feed.spec.exchange, feed.streams(), "collector")
     state: dict[str, Collector] = {}
     health = HealthServer(host, port, _ready_checks(feed, redis_url, state))
     await health.start()
@@ -70,10 +72,22 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
     ckey = collector_key(feed.spec.exchange)
     await _set_state(client, ckey, "running")
     started = time.monotonic()
+    from cryptofeed.exceptions import UnsupportedSymbol
+
     try:
         collector = await run_collector(
             feed, redis_url, stop, log_file=log_file, on_ready=lambda c: state.__setitem__("collector", c)
         )
+    except UnsupportedSymbol as err:
+        print(
+            f"svoe collector: spec.symbols: {err}; use a symbol {feed.spec.exchange} lists, "
+            "in cryptofeed's normalized form (e.g. BTC-USDT)",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as err:
+        print(f"svoe collector: the feed failed: {err!r}", file=sys.stderr)
+        return 1
     finally:
         await _set_state(client, ckey, "stopped")
         await health.stop()
@@ -82,7 +96,7 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
     return 0
 
 
-async def _set_state(client: redis_buffer.aioredis.Redis, key: str, state: str) -> None:
+async def _set_state(client: Any, key: str, state: str) -> None:
     for _ in range(40):
         try:
             await client.hset(key, mapping={"state": state, "pid": os.getpid(), "at": time.time()})
@@ -93,12 +107,22 @@ async def _set_state(client: redis_buffer.aioredis.Redis, key: str, state: str) 
 
 
 async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: int) -> int:
+    # Imported here: pyarrow and zmq are the aggregator's, the collector process never loads them.
+    from svoe.feedpod.aggregator import Aggregator
+    from svoe.feedpod.block_writer import BlockWriter
+    from svoe.feedpod.live import LivePublisher
+
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    metrics.init_series(feed.spec.exchange, feed.streams(), "aggregator")
     client = redis_buffer.connect(redis_url)
-    writer = make_writer(feed.spec.storage)
     live = feed.spec.live
     publisher = LivePublisher(live.bind, live.port) if live.enabled else None
+    # The block writer's process is started once, at start-up: spawning a process while ZMQ
+    # subscribers are connected was seen to silence the PUB socket for them (measured, not
+    # understood; the ZMQ test covers it).
+    writer = BlockWriter(feed.spec.storage)
+    writer.start()
 
     async def redis_up() -> tuple[bool, str]:
         try:
@@ -110,10 +134,12 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     health = HealthServer(host, port, {"redis": redis_up}, serve_metrics=False)
     await health.start()
     agg = Aggregator(feed, client, writer, publisher)
+    gc.freeze()  # start-up objects leave the GC's generations: shorter pauses on the live path
     try:
         await agg.run(stop)
     finally:
         await health.stop()
+        writer.close()
         if publisher is not None:
             publisher.close()
         await client.aclose()

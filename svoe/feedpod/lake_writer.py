@@ -34,7 +34,7 @@ def parquet_bytes(table: pa.Table, compression: str) -> bytes:
         table,
         buf,
         compression=None if compression == "none" else compression,
-        compression_level=9 if compression == "zstd" else None,
+        compression_level=3 if compression == "zstd" else None,
         use_dictionary=True,
         write_statistics=True,
     )
@@ -100,12 +100,15 @@ class S3LakeWriter:
         self.database = storage.glue_database
         self._tables: set[str] = set()
         self._partitions: set[tuple[str, str, str, str]] = set()
-        if self.database:
-            wr.catalog.create_database(self.database, exist_ok=True)
+        self._database_ready = False
 
     def _ensure_table(self, channel: str, schema: pa.Schema) -> None:
         if not self.database or channel in self._tables:
             return
+        if not self._database_ready:
+            # Here, not at start: an S3/Glue outage at start-up is retried like any failed flush.
+            self.wr.catalog.create_database(self.database, exist_ok=True)
+            self._database_ready = True
         self.wr.catalog.create_parquet_table(
             database=self.database,
             table=channel,

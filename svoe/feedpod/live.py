@@ -1,13 +1,17 @@
 """Live stream: every normalized event on a ZMQ PUB socket.
 
-Frames: [topic, payload]. The topic is `EXCHANGE.channel.SYMBOL`, so a subscriber can filter by
-prefix (`BINANCE.trades.`). The payload is the event's buffer entry, a JSON array whose fields are
-listed per channel in events.CHANNEL_FIELDS (`svoe.feedpod.events.decode` names them).
+Frames: [topic, payload, id]. The topic is `EXCHANGE.channel.SYMBOL`, so a subscriber can filter
+by prefix (`BINANCE.trades.`). The payload is the event's buffer entry, a JSON array whose fields
+are listed per channel in events.CHANNEL_FIELDS (`svoe.feedpod.events.decode` names them). The id
+is the event's stream id (the lake's `svoe_id`): after an aggregator restart a few events may be
+published again, and the id lets a subscriber drop them.
 Live is best effort: a slow subscriber loses messages past ZMQ's high-water mark; the lake is the
 complete record.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import zmq
 
@@ -18,17 +22,15 @@ def topic(exchange: str, channel: str, symbol: str) -> bytes:
 
 class LivePublisher:
     def __init__(self, bind: str, port: int, hwm: int = 100_000) -> None:
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.bind(f"tcp://{bind}:{port}")
 
-    def publish(self, topic: bytes, payload: bytes) -> None:
-        try:
-            self.sock.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            pass
+    def publish(self, topic: bytes, payload: bytes, entry_id: bytes) -> None:
+        with contextlib.suppress(zmq.Again):
+            self.sock.send_multipart((topic, payload, entry_id), flags=zmq.NOBLOCK)
 
     def close(self) -> None:
         self.sock.close()

@@ -42,7 +42,8 @@ def state_dir_for(feed: DataFeed) -> Path:
     crashed run's unflushed events are recovered by the next run into the same lake."""
     lake = feed.spec.storage.lake
     if feed.spec.storage.is_s3:
-        base = Path(".svoe-state") / lake.removeprefix("s3://").replace("/", "_")
+        state_home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        base = state_home / "svoe" / lake.removeprefix("s3://").replace("/", "_")
     else:
         base = Path(lake.removeprefix("file://")) / ".svoe-state"
     return (base / f"{feed.spec.exchange}-{feed.name}").resolve()
@@ -216,7 +217,9 @@ async def run_local(
         while not stop.is_set():
             await asyncio.sleep(0.2)
             collected, flushed = await _counts(client, feed.spec.exchange)
-            progress.show(f"collected {collected:,} events | flushed {flushed:,} rows | backlog {collected - flushed:,}")
+            progress.show(
+                f"collected {collected:,} events | flushed {flushed:,} rows | backlog {collected - flushed:,}"
+            )
             if collected != last_collected:
                 last_collected, stable_since = collected, time.monotonic()
             for p in procs:

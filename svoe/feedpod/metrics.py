@@ -30,7 +30,10 @@ STREAM_BACKLOG = Gauge(
     multiprocess_mode="mostrecent",
 )
 FLUSH_DURATION = Histogram(
-    "svoe_flush_duration_seconds", "Duration of one Parquet block write", ["exchange", "channel"], buckets=_FLUSH_BUCKETS
+    "svoe_flush_duration_seconds",
+    "Duration of one Parquet block write",
+    ["exchange", "channel"],
+    buckets=_FLUSH_BUCKETS,
 )
 FLUSH_ROWS = Counter("svoe_flush_rows", "Rows written to the lake", ["exchange", "channel"])
 FLUSH_BYTES = Counter("svoe_flush_bytes", "Parquet bytes written to the lake", ["exchange", "channel"])
@@ -50,6 +53,33 @@ FEED_CONNECTED = Gauge(
 REDIS_USED_MEMORY = Gauge("svoe_redis_used_memory_bytes", "Redis used_memory", multiprocess_mode="mostrecent")
 REDIS_MAXMEMORY = Gauge("svoe_redis_maxmemory_bytes", "Redis maxmemory (0 = unlimited)", multiprocess_mode="mostrecent")
 LIVE_PUBLISHED = Counter("svoe_live_published", "Events published on the ZMQ live stream", ["exchange", "channel"])
+
+
+def init_series(exchange: str, streams: list[tuple[str, str]], component: str) -> None:
+    """Create every labelled series at zero, so rates and alerts see a 0 rather than no data."""
+    symbols = sorted({s for _, s in streams})
+    for channel, symbol in streams:
+        if component == "collector":
+            EVENTS.labels(exchange, channel, symbol)
+        else:
+            STREAM_BACKLOG.labels(exchange, channel, symbol).set(0)
+    for channel in sorted({c for c, _ in streams}):
+        if component == "aggregator":
+            FLUSH_ROWS.labels(exchange, channel)
+            FLUSH_BYTES.labels(exchange, channel)
+            FLUSH_ERRORS.labels(exchange, channel)
+            LIVE_PUBLISHED.labels(exchange, channel)
+    if component == "collector":
+        for symbol in symbols:
+            SEQUENCE_GAPS.labels(exchange, symbol)
+            BOOK_RESYNCS.labels(exchange, symbol)
+        MALFORMED.labels(exchange)
+        FEED_CONNECTED.labels(exchange).set(0)
+        for op in ("xadd", "xinfo"):
+            REDIS_ERRORS.labels("collector", op)
+    else:
+        for op in ("connect", "read", "xack", "drain"):
+            REDIS_ERRORS.labels("aggregator", op)
 
 
 def registry() -> CollectorRegistry | None:

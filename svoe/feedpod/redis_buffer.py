@@ -11,13 +11,16 @@ to the feed, and reports the backlog instead of dropping data.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from hiredis import pack_command
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from svoe.feedpod import metrics
 
@@ -26,6 +29,29 @@ LOG = logging.getLogger(__name__)
 GROUP = "svoe-aggregator"
 CONSUMER = "aggregator"
 PAYLOAD_FIELD = b"d"
+# The callback-to-Redis histogram observes one event in this many: a sample keeps the latency
+# distribution and avoids a histogram update per event on the hot path.
+LATENCY_SAMPLE_EVERY = 8
+
+# Appends a batch: KEYS are the streams, ARGV holds (id, payload) pairs, then the stats key.
+# An id at or below a stream's top means the entry landed before a lost reply; it is skipped so
+# a retried batch never writes anything twice. Any other error aborts the batch (retried whole).
+_APPEND_LUA = b"""
+local dup = 0
+for i = 1, #KEYS do
+  local r = redis.pcall('XADD', KEYS[i], ARGV[2 * i - 1], 'd', ARGV[2 * i])
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then
+      dup = dup + 1
+    else
+      return redis.error_reply(r.err)
+    end
+  end
+end
+redis.call('HINCRBY', ARGV[#ARGV], 'collected', #KEYS - dup)
+return dup
+"""
+_APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
 
 
 def stream_key(exchange: str, channel: str, symbol: str) -> str:
@@ -42,8 +68,40 @@ def stats_key(exchange: str) -> str:
     return f"svoe:{exchange}:stats"
 
 
+def heartbeat_key(exchange: str) -> str:
+    """Hash the aggregator refreshes every second: beat, flush_ok, backlog (read by /readyz)."""
+    return f"svoe:{exchange}:aggregator"
+
+
+def collector_key(exchange: str) -> str:
+    """Hash with the collector's state (running/stopped): the aggregator drains until stopped."""
+    return f"svoe:{exchange}:collector"
+
+
 def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=0)
+
+
+async def raw_pipeline(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send commands in one round trip, packed by hiredis, and return the replies (an error reply
+    comes back as its exception, in place). redis-py packs arguments in pure Python, which costs
+    milliseconds for a command with thousands of ids (an XACK of a whole block)."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    try:
+        await conn.send_packed_command([pack_command(c) for c in commands], check_health=False)
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response(disable_decoding=True))
+            except ResponseError as err:
+                replies.append(err)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return replies
 
 
 def _id_tuple(raw: bytes | str) -> tuple[int, int]:
@@ -67,7 +125,8 @@ class StreamWriter:
 
     client: aioredis.Redis
     exchange: str
-    high_water: int = 20_000
+    high_water: int = 10_000
+    max_batch: int = 2_000
     _buf: list[_Pending] = field(default_factory=list)
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,6 +135,11 @@ class StreamWriter:
     _task: asyncio.Task[None] | None = None
     written: int = 0
     redis_ok: bool = False
+    _latency_children: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stats_key(self) -> str:
+        return stats_key(self.exchange)
 
     async def start(self, keys: Iterable[str]) -> None:
         """Learn each stream's top id so ids keep increasing across collector restarts."""
@@ -94,17 +158,16 @@ class StreamWriter:
                 await asyncio.sleep(0.5)
         for k, info in zip(keys, res, strict=True):
             if isinstance(info, dict):
-                self._last[k] = _id_tuple(info[b"last-generated-id"] if b"last-generated-id" in info else info["last-generated-id"])
+                self._last[k] = _id_tuple(
+                    info[b"last-generated-id"] if b"last-generated-id" in info else info["last-generated-id"]
+                )
         self.redis_ok = True
         self._task = asyncio.create_task(self._run(), name="svoe.redis-writer")
 
     def _next_id(self, key: str) -> str:
         now = int(time.time() * 1000)
         last = self._last.get(key)
-        if last is None or now > last[0]:
-            new = (now, 0)
-        else:
-            new = (last[0], last[1] + 1)
+        new = (now, 0) if last is None or now > last[0] else (last[0], last[1] + 1)
         self._last[key] = new
         return f"{new[0]}-{new[1]}"
 
@@ -127,7 +190,8 @@ class StreamWriter:
                 await self._wake.wait()
                 # Let other ready callbacks add to this batch before it goes out.
                 await asyncio.sleep(0)
-            batch, self._buf = self._buf, []
+            # Bounded pipelines keep the writer's transient memory flat under a burst.
+            batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
             try:
                 await self._write(batch)
                 self.redis_ok = True
@@ -144,21 +208,32 @@ class StreamWriter:
                 self._room.set()
 
     async def _write(self, batch: list[_Pending]) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        # The whole batch is one EVALSHA packed by hiredis: one command and one reply per batch.
+        # Per-entry XADDs through redis-py's pure-Python packing and reply parsing were the
+        # collector's largest cost per event in a profile (docs/performance.md).
+        args: list[bytes | str | int] = [b"EVALSHA", _APPEND_SHA, len(batch)]
+        args.extend(p.key for p in batch)
         for p in batch:
-            pipe.xadd(p.key, {PAYLOAD_FIELD: p.payload}, id=p.entry_id)
-        pipe.hincrby(stats_key(self.exchange), "collected", len(batch))
-        results = await pipe.execute(raise_on_error=False)
+            args.append(p.entry_id)
+            args.append(p.payload)
+        args.append(self.stats_key)
+        evalsha = tuple(args)
+        reply = (await raw_pipeline(self.client, [evalsha]))[0]
+        if isinstance(reply, NoScriptError):
+            reply = (await raw_pipeline(self.client, [(b"SCRIPT", b"LOAD", _APPEND_LUA), evalsha]))[1]
+        if isinstance(reply, Exception):
+            raise reply
         done = time.perf_counter()
-        for p, r in zip(batch, results, strict=False):
-            if isinstance(r, ResponseError):
-                if "equal or smaller" in str(r):
-                    continue  # landed before a lost reply: the retry must not duplicate it
-                raise r
-            metrics.CALLBACK_TO_REDIS.labels(self.exchange, p.channel).observe(done - p.created)
-        if isinstance(results[-1], Exception):
-            raise results[-1]
+        for i in range(0, len(batch), LATENCY_SAMPLE_EVERY):
+            p = batch[i]
+            self._latency(p.channel).observe(done - p.created)
         self.written += len(batch)
+
+    def _latency(self, channel: str) -> Any:
+        child = self._latency_children.get(channel)
+        if child is None:
+            child = self._latency_children[channel] = metrics.CALLBACK_TO_REDIS.labels(self.exchange, channel)
+        return child
 
     @property
     def pending(self) -> int:

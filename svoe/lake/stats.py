@@ -95,6 +95,6 @@ def render_table(counts: Counts) -> str:
     lines.append("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:
         lines.append("  ".join([*(str(c).ljust(w) for c, w in zip(r[:3], widths, strict=False)), f"{r[3]:>{widths[3]}}"]))
-    for ex, chs in totals_by_channel(counts).items():
-        lines.append(f"{ex} totals: " + ", ".join(f"{ch}={n}" for ch, n in chs.items()))
+    for ex, totals in totals_by_channel(counts).items():
+        lines.append(f"{ex} totals: " + ", ".join(f"{ch}={n}" for ch, n in totals.items()))
     return "\n".join(lines) + "\n"

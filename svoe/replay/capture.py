@@ -50,7 +50,7 @@ PATH_ALIASES: dict[str, dict[str, str]] = {
 # Feed options under which the README's reference counts were produced: no checksum validation,
 # and every candle update counted (cryptofeed 3 defaults to closed candles only; Binance's
 # kline stream is mostly updates of the open candle).
-REFERENCE_FEED_OPTIONS: dict[str, object] = {"checksum_validation": False, "candle_closed_only": False}
+REFERENCE_FEED_OPTIONS: dict[str, Any] = {"checksum_validation": False, "candle_closed_only": False}
 
 
 class CaptureError(ValueError):

@@ -9,7 +9,7 @@ import sys
 from contextlib import suppress
 from typing import TextIO
 
-from svoe.replay.capture import CaptureError, capture_subscription
+from svoe.replay.capture import REFERENCE_FEED_OPTIONS, CaptureError, capture_subscription
 from svoe.replay.sequencing import LoopNotSupported
 from svoe.replay.server import ReplayServer
 
@@ -65,6 +65,7 @@ async def _serve(server: ReplayServer, capture_dir: str, out: TextIO) -> int:
             f"  rest base:      {server.rest_base}\n"
             f"  CA file:        {server.ca_file}\n"
             f"  subscription:   {subscription}\n"
+            f"  feed options:   {REFERENCE_FEED_OPTIONS} (those of the captures' reference counts)\n"
             f"  speed: {'as fast as possible' if server.speed is None else f'{server.speed}x real time'}"
             f"{', looping' if server.loop else ''}\n"
             "Ctrl-C to stop.\n"

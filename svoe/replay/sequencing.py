@@ -230,9 +230,9 @@ def sequencer_for(capture: Capture, loop: bool) -> Sequencer:
     if cls is None:
         if loop:
             raise LoopNotSupported(
-                f"looping is not supported for {capture.exchange}: its clients check sequence numbers the replay "
-                f"does not know how to continue across passes. Loopable: {', '.join(loopable_exchanges())}; "
-                "replay it without --loop."
+                f"looping is not supported for {capture.exchange}: the replay does not know how to make its "
+                "sequence numbers and book snapshots continue from one pass to the next. "
+                f"Loopable: {', '.join(loopable_exchanges())}; replay {capture.exchange} without --loop."
             )
         return Sequencer()
     return cls(capture)

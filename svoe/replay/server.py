@@ -21,6 +21,8 @@ import socket
 import ssl
 import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,8 @@ class ReplayServer:
         self._sequencer: Sequencer = sequencer_for(self.capture, loop)
         self._rest = RestIndex(self.capture.http_answers, PATH_ALIASES.get(exchange))
         self._cursors = [
-            _Cursor(i, s, s.path.split("?", 1)[0], bool(s.client_frames)) for i, s in enumerate(self.capture.streams)
+            _Cursor(i, s, s.path.split("?", 1)[0], bool(s.client_frames), done=not s.messages)
+            for i, s in enumerate(self.capture.streams)
         ]
         first = [s.messages[0].timestamp for s in self.capture.streams if s.messages]
         last = [s.messages[-1].timestamp for s in self.capture.streams if s.messages]
@@ -121,6 +124,7 @@ class ReplayServer:
         self._numbering = 0
         self._runner: web.AppRunner | None = None
         self._tmpdir: Path | None = None
+        self._cleanup: Callable[[], object] | None = None
         self._ca_file: Path | None = None
         self._bound_port: int | None = None
         self.exhausted = asyncio.Event()
@@ -130,6 +134,8 @@ class ReplayServer:
         self.connections_accepted = 0
         self.loops_completed = 0
         self._last_pass_log = 0.0
+        if all(c.done for c in self._cursors):
+            self.exhausted.set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,6 +143,8 @@ class ReplayServer:
         if self._runner is not None:
             raise RuntimeError("ReplayServer already started")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="svoe-replay-"))
+        # also removed at garbage collection / interpreter exit when stop() is never reached
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmpdir), True)
         server_ctx, self._ca_file = _tls_material(self._tmpdir, self.host)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -172,9 +180,9 @@ class ReplayServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = self._tmpdir = None
 
     async def disconnect_clients(self, code: int = 1012) -> int:
         """Close every client websocket (as an exchange restart would); returns how many.
@@ -374,6 +382,16 @@ class ReplayServer:
         return best
 
     async def _pump(self, conn: _Connection) -> None:
+        try:
+            await self._stream_to(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # a replay bug must not leave the client waiting on a silent socket
+            LOG.exception("replay %s: streaming to connection #%d failed; closing it", self.exchange, conn.number)
+            await conn.ws.close(code=1011, message=b"replay failure")
+
+    async def _stream_to(self, conn: _Connection) -> None:
         await self._become_ready(conn)
         self._assign()
         loop = asyncio.get_running_loop()
@@ -422,7 +440,7 @@ class ReplayServer:
         if self.loop:
             cursor.position = 0
             cursor.loop += 1
-            completed = min(c.loop for c in self._cursors)
+            completed = min(c.loop for c in self._cursors if c.stream.messages)
             if completed > self.loops_completed:
                 self.loops_completed = completed
                 # a fast loop completes hundreds of passes a second: log a few, not all

@@ -1,0 +1,1 @@
+"""The svoe operator: kopf handlers (thin) around pure render, sharding and planning functions."""

@@ -1,0 +1,86 @@
+"""Operator settings: images, scheduling, timings. Read from the environment of the operator pod."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_FEED_IMAGE = "ghcr.io/svoe/feedpod:0.1.0"
+DEFAULT_REDIS_IMAGE = "redis:7.4-alpine"
+MANAGER = "svoe-operator"
+
+
+class ConfigError(ValueError):
+    """An operator setting that cannot be used; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class ContainerResources:
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+    def as_k8s(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+def _default_resources() -> dict[str, ContainerResources]:
+    return {
+        "collector": ContainerResources("250m", "256Mi", "1", "1Gi"),
+        "aggregator": ContainerResources("250m", "512Mi", "1", "2Gi"),
+        "redis": ContainerResources("100m", "256Mi", "500m", "1Gi"),
+    }
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    feed_image: str = DEFAULT_FEED_IMAGE
+    redis_image: str = DEFAULT_REDIS_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    # The spot node group for feed pods (kops instance group labels/taints use the same names).
+    # Empty disables the nodeSelector and the toleration, e.g. for kind or a single-node cluster.
+    feed_node_role: str = "feed"
+    # The service account of feed pods: the one bound to the lake's IAM role (IRSA / pod
+    # identity) for S3 and Glue. Empty: the namespace's default account.
+    feed_service_account: str = ""
+    metrics_port: int = 8090
+    # Safety net besides the watch streams: every DataFeed is re-checked at least this often.
+    resync_seconds: float = 5.0
+    # Redis stops accepting writes at this share of its container's memory limit (noeviction):
+    # the buffer must never drop entries, so it fails loudly before the OOM killer strikes.
+    redis_maxmemory_ratio: float = 0.8
+    resources: Mapping[str, ContainerResources] = field(default_factory=_default_resources)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        e = os.environ if env is None else env
+
+        def number(name: str, default: float, minimum: float) -> float:
+            raw = e.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default:g}") from None
+            if value < minimum:
+                raise ConfigError(f"{name}={raw!r} is below {minimum:g}; set it to e.g. {default:g}")
+            return value
+
+        policy = e.get("SVOE_IMAGE_PULL_POLICY", "IfNotPresent")
+        if policy not in ("Always", "IfNotPresent", "Never"):
+            raise ConfigError(f"SVOE_IMAGE_PULL_POLICY={policy!r}: use Always, IfNotPresent or Never")
+        return cls(
+            feed_image=e.get("SVOE_FEED_IMAGE") or DEFAULT_FEED_IMAGE,
+            redis_image=e.get("SVOE_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE,
+            image_pull_policy=policy,
+            feed_node_role=e.get("SVOE_FEED_NODE_ROLE", "feed"),
+            feed_service_account=e.get("SVOE_FEED_SERVICE_ACCOUNT", ""),
+            metrics_port=int(number("SVOE_OPERATOR_METRICS_PORT", 8090, 0)),
+            resync_seconds=number("SVOE_RESYNC_SECONDS", 5.0, 0.1),
+        )

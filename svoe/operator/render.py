@@ -1,0 +1,369 @@
+"""Pure functions: a DataFeed shard -> the ConfigMap, Pod and Service that run it.
+
+What a feed pod looks like is decided here and nowhere else (docs/contracts.md names the
+commands, ports, paths and labels). Nothing in this module talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, DataFeed
+from svoe.operator.config import MANAGER, OperatorConfig
+
+CONFIG_DIR = "/etc/svoe"
+MANIFEST_PATH = f"{CONFIG_DIR}/datafeed.yaml"
+REDIS_CONF_PATH = f"{CONFIG_DIR}/redis.conf"
+RUN_DIR = "/var/run/svoe"
+REDIS_SOCKET = f"{RUN_DIR}/redis.sock"
+REDIS_URL = f"unix://{REDIS_SOCKET}"
+METRICS_DIR = f"{RUN_DIR}/metrics"
+DATA_DIR = "/data"
+WORK_DIR = "/var/lib/svoe"
+COLLECTOR_PORT = 8080
+AGGREGATOR_PORT = 8081
+FEED_UID = 10001
+
+L_NAME = "app.kubernetes.io/name"
+L_INSTANCE = "app.kubernetes.io/instance"
+L_COMPONENT = "app.kubernetes.io/component"
+L_MANAGED_BY = "app.kubernetes.io/managed-by"
+L_DATAFEED = "svoe.io/datafeed"
+L_SHARD = "svoe.io/shard"
+L_REVISION = "svoe.io/revision"
+A_SYMBOLS = "svoe.io/symbols"
+A_REVISION = "svoe.io/revision"
+A_HASH = "svoe.io/content-hash"
+NODE_ROLE_LABEL = "svoe.io/node-role"
+FEED_TAINT_KEY = "svoe.io/feed"
+
+MANAGED_SELECTOR = f"{L_MANAGED_BY}={MANAGER}"
+
+
+@dataclass(frozen=True)
+class ShardObjects:
+    """Everything one shard needs. `revision` changes whenever the pod would run differently."""
+
+    index: int
+    symbols: tuple[str, ...]
+    revision: str
+    configmap: dict[str, Any]
+    pod: dict[str, Any]
+    service: dict[str, Any]
+
+    @property
+    def pod_name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    @property
+    def configmap_name(self) -> str:
+        return str(self.configmap["metadata"]["name"])
+
+    @property
+    def service_name(self) -> str:
+        return str(self.service["metadata"]["name"])
+
+
+def shard_name(datafeed: str, index: int) -> str:
+    return f"{datafeed}-{index}"
+
+
+def service_name(datafeed: str, index: int) -> str:
+    # Service names are DNS-1035 labels (must start with a letter); DataFeed names may not.
+    base = shard_name(datafeed, index)
+    return base if base[0].isalpha() else f"df-{base}"
+
+
+def pod_name(datafeed: str, index: int, revision: str) -> str:
+    return f"{shard_name(datafeed, index)}-{revision}"
+
+
+def labels(datafeed: str, index: int | None = None) -> dict[str, str]:
+    out = {
+        L_NAME: "svoe",
+        L_INSTANCE: datafeed,
+        L_COMPONENT: "feed",
+        L_MANAGED_BY: MANAGER,
+        L_DATAFEED: datafeed,
+    }
+    if index is not None:
+        out[L_SHARD] = str(index)
+    return out
+
+
+def selector(datafeed: str, index: int) -> dict[str, str]:
+    return {L_NAME: "svoe", L_COMPONENT: "feed", L_DATAFEED: datafeed, L_SHARD: str(index)}
+
+
+def owner_reference(datafeed: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": datafeed,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def content_hash(obj: Any) -> str:
+    """Short stable digest of JSON-able content."""
+    raw = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:10]
+
+
+def shard_manifest(feed: DataFeed, symbols: Sequence[str]) -> dict[str, Any]:
+    """The DataFeed as the shard's processes read it: the whole spec, symbols narrowed.
+
+    Only name and namespace are kept from the metadata: labels and annotations change without
+    changing what the pod does, and must not restart it.
+    """
+    spec = feed.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["symbols"] = list(symbols)
+    meta: dict[str, Any] = {"name": feed.metadata.name}
+    if feed.metadata.namespace:
+        meta["namespace"] = feed.metadata.namespace
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": spec}
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+def redis_conf(config: OperatorConfig) -> str:
+    limit = _memory_bytes(config.resources["redis"].memory_limit)
+    maxmemory = int(limit * config.redis_maxmemory_ratio)
+    return "\n".join(
+        [
+            "# Written by the svoe operator (docs/contracts.md): the pod's durable stream buffer.",
+            "port 0",
+            f"unixsocket {REDIS_SOCKET}",
+            "unixsocketperm 700",
+            f"dir {DATA_DIR}",
+            "appendonly yes",
+            "appendfsync always",
+            'save ""',
+            f"maxmemory {maxmemory}",
+            # Entries are never dropped: a full buffer refuses writes and the collector reports it.
+            "maxmemory-policy noeviction",
+            'logfile ""',
+            "",
+        ]
+    )
+
+
+def termination_grace_seconds(feed: DataFeed) -> int:
+    # Must exceed flushIntervalSeconds + 30 (contracts): a final flush of every stream, plus
+    # the upload of the last blocks.
+    return math.ceil(feed.spec.storage.flush_interval_seconds) + 60
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _http_probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _local_lake_dir(lake: str) -> str | None:
+    """The absolute directory a local lake resolves to inside the pod, or None for s3."""
+    if lake.startswith("s3://"):
+        return None
+    path = lake.removeprefix("file://")
+    return posixpath.normpath(path if path.startswith("/") else posixpath.join(WORK_DIR, path))
+
+
+def _feed_container(
+    name: str, feed: DataFeed, index: int, port: int, config: OperatorConfig, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "name": name,
+        "image": config.feed_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["svoe", name, "--manifest", MANIFEST_PATH, "--redis", REDIS_URL],
+        "workingDir": WORK_DIR,
+        "env": [
+            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR},
+            {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
+            {"name": "SVOE_SHARD", "value": str(index)},
+            {"name": "SVOE_DATAFEED", "value": feed.metadata.name},
+        ],
+        "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
+        "startupProbe": _http_probe("/healthz", port, period=2, failures=90),
+        "readinessProbe": _http_probe("/readyz", port, period=5, failures=3),
+        "livenessProbe": _http_probe("/healthz", port, period=10, failures=3),
+        "resources": config.resources[name].as_k8s(),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    return c
+
+
+def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig) -> dict[str, Any]:
+    spec = feed.spec
+    base_mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "run", "mountPath": RUN_DIR},
+        {"name": "metrics", "mountPath": METRICS_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "work", "mountPath": WORK_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {
+                "name": configmap,
+                "items": [
+                    {"key": "datafeed.yaml", "path": "datafeed.yaml"},
+                    {"key": "redis.conf", "path": "redis.conf"},
+                ],
+            },
+        },
+        {"name": "run", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "metrics", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "data", "emptyDir": {"sizeLimit": "8Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "work", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    aggregator_mounts = list(base_mounts)
+    lake_dir = _local_lake_dir(spec.storage.lake)
+    if lake_dir is not None and not (lake_dir + "/").startswith(WORK_DIR + "/"):
+        # A local lake outside the working directory needs its own writable volume (the root
+        # filesystem is read-only). Production lakes are s3://; this serves kind/demo clusters.
+        volumes.append({"name": "lake", "emptyDir": {}})
+        aggregator_mounts.append({"name": "lake", "mountPath": lake_dir})
+
+    collector = _feed_container("collector", feed, index, COLLECTOR_PORT, config, base_mounts)
+    aggregator = _feed_container("aggregator", feed, index, AGGREGATOR_PORT, config, aggregator_mounts)
+    if spec.live.enabled:
+        aggregator["ports"].append({"name": "live", "containerPort": spec.live.port})
+    redis_ping = {"exec": {"command": ["redis-cli", "-s", REDIS_SOCKET, "ping"]}}
+    redis = {
+        "name": "redis",
+        "image": config.redis_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["redis-server", REDIS_CONF_PATH],
+        "readinessProbe": {**redis_ping, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {**redis_ping, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6},
+        # Containers stop in parallel on pod deletion; the aggregator drains the streams on
+        # SIGTERM (contracts), so Redis must outlive it: wait until the aggregator's health port
+        # stops answering, bounded by terminationGracePeriodSeconds.
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"while wget -q -T 2 -O /dev/null http://127.0.0.1:{AGGREGATOR_PORT}/healthz; do sleep 1; done",
+                    ]
+                }
+            }
+        },
+        "resources": config.resources["redis"].as_k8s(),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "run", "mountPath": RUN_DIR},
+            {"name": "data", "mountPath": DATA_DIR},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": termination_grace_seconds(feed),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": FEED_UID,
+            "runAsGroup": FEED_UID,
+            "fsGroup": FEED_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [redis, collector, aggregator],
+        "volumes": volumes,
+    }
+    if config.feed_service_account:
+        # AWS credentials come from the account's projected web-identity token, which the
+        # pod-identity webhook mounts itself; the API token stays unmounted.
+        pod_spec["serviceAccountName"] = config.feed_service_account
+    if config.feed_node_role:
+        pod_spec["nodeSelector"] = {NODE_ROLE_LABEL: config.feed_node_role}
+        pod_spec["tolerations"] = [
+            {"key": FEED_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+        ]
+    return pod_spec
+
+
+def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], config: OperatorConfig) -> ShardObjects:
+    """The three objects of one shard. Deterministic: same input, same objects, same revision."""
+    name = feed.metadata.name
+    namespace = feed.metadata.namespace
+    data = {
+        "datafeed.yaml": yaml.safe_dump(shard_manifest(feed, symbols), sort_keys=False),
+        "redis.conf": redis_conf(config),
+    }
+    # The revision covers everything the pod runs with; the configmap name inside the pod spec
+    # derives from it, so it is hashed with a placeholder.
+    revision = content_hash({"data": data, "pod": _pod_spec(feed, index, "", config)})
+    pname = pod_name(name, index, revision)
+    owner = [owner_reference(name, uid)]
+    shard_labels = labels(name, index)
+    annotations = {A_SYMBOLS: ",".join(symbols), A_REVISION: revision}
+
+    def meta(obj_name: str, extra_labels: dict[str, str], extra_annotations: dict[str, str]) -> dict[str, Any]:
+        m: dict[str, Any] = {
+            "name": obj_name,
+            "labels": {**shard_labels, **extra_labels},
+            "annotations": {**annotations, **extra_annotations},
+            "ownerReferences": owner,
+        }
+        if namespace:
+            m["namespace"] = namespace
+        return m
+
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(pname, {L_REVISION: revision}, {A_HASH: content_hash(data)}),
+        "data": data,
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta(pname, {L_REVISION: revision}, {"kubectl.kubernetes.io/default-container": "collector"}),
+        "spec": _pod_spec(feed, index, pname, config),
+    }
+    ports = [{"name": "metrics", "port": COLLECTOR_PORT, "targetPort": "metrics", "protocol": "TCP"}]
+    live = feed.spec.live
+    if live.enabled and live.bind not in ("127.0.0.1", "localhost", "::1"):
+        ports.append({"name": "live", "port": live.port, "targetPort": "live", "protocol": "TCP"})
+    service_spec = {"clusterIP": "None", "selector": selector(name, index), "ports": ports}
+    service_meta = meta(service_name(name, index), {}, {A_HASH: content_hash(service_spec)})
+    # The service outlives pod revisions: it must not carry the revision and symbols.
+    service_meta["annotations"] = {A_HASH: service_meta["annotations"][A_HASH]}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": service_spec}
+    return ShardObjects(index, tuple(symbols), revision, configmap, pod, service)

@@ -1,0 +1,9 @@
+output "feed_role_arns" {
+  description = "Role ARN per feed group; annotate the feed ServiceAccount with eks.amazonaws.com/role-arn set to it."
+  value       = { for k, r in aws_iam_role.feed : k => r.arn }
+}
+
+output "thanos_role_arn" {
+  description = "Role ARN for the Thanos ServiceAccounts (thanos/values/<env>.yaml: serviceAccount.roleArn)."
+  value       = aws_iam_role.thanos.arn
+}

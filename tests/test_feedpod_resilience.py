@@ -1,0 +1,161 @@
+"""Crash safety, Redis restarts, metrics and readiness of the feed pod's real processes.
+
+The feed pod's processes run as in the pod: `svoe collector` and `svoe aggregator` against a real
+redis-server with AOF, fed by the replay exchange at 3x real time (about 10 s per capture), so
+the test can kill things mid-run. Counts must still equal the captures README, with no event
+stored twice.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from svoe.replay import reference_counts
+from tests.conftest import RedisProc
+from tests.pipeline_support import FeedPodProcesses, http_get, lake_totals
+from tests.test_pipeline_replay import assert_no_duplicate_ids
+
+EXCHANGE = "PHEMEX"
+SPEED = 3.0
+SMALL_BLOCKS = {"storage": {"flushIntervalSeconds": 0.3, "flushMaxRows": 300}}
+
+
+def _expected(captures: Path, exchange: str = EXCHANGE) -> dict[str, int]:
+    return {ch: n for ch, n in reference_counts(str(captures))[exchange].items() if n}
+
+
+def _metric(body: str, name: str) -> float:
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_aggregator_sigkill_and_restart_loses_and_duplicates_nothing(
+    captures: Path, tmp_path: Path, redis_proc: RedisProc
+) -> None:
+    lake = tmp_path / "lake"
+    pod = FeedPodProcesses(tmp_path, captures, EXCHANGE, redis_proc.url, str(lake), SPEED, **SMALL_BLOCKS)
+    try:
+        pod.start_aggregator()
+        pod.start_collector()
+        for _ in range(3):
+            time.sleep(2.0)
+            assert pod.aggregator is not None
+            pod.aggregator.kill()  # SIGKILL: no chance to flush or ack
+            pod.aggregator.wait()
+            time.sleep(0.5)
+            pod.start_aggregator()
+        pod.wait_exhausted()
+        pod.stop_all()
+    finally:
+        pod.kill_all()
+    assert lake_totals(str(lake)).get(EXCHANGE) == _expected(captures)
+    assert_no_duplicate_ids(lake)
+
+
+def test_redis_killed_and_restarted_with_aof_loses_nothing(
+    captures: Path, tmp_path: Path, redis_proc: RedisProc
+) -> None:
+    lake = tmp_path / "lake"
+    pod = FeedPodProcesses(tmp_path, captures, EXCHANGE, redis_proc.url, str(lake), SPEED, **SMALL_BLOCKS)
+    try:
+        pod.start_aggregator()
+        pod.start_collector()
+        time.sleep(3.0)
+        redis_proc.stop(kill=True)  # SIGKILL: only the AOF (appendfsync always) survives
+        time.sleep(1.5)
+        redis_proc.start()
+        pod.wait_exhausted()
+        pod.stop_all()
+    finally:
+        pod.kill_all()
+    assert lake_totals(str(lake)).get(EXCHANGE) == _expected(captures)
+    assert_no_duplicate_ids(lake)
+
+
+def test_metrics_and_readiness(captures: Path, tmp_path: Path, redis_proc: RedisProc) -> None:
+    pod = FeedPodProcesses(tmp_path, captures, EXCHANGE, redis_proc.url, str(tmp_path / "lake"), SPEED, **SMALL_BLOCKS)
+    try:
+        pod.start_aggregator()
+        pod.start_collector()
+        base = f"http://127.0.0.1:{pod.collector_port}"
+        deadline = time.monotonic() + 30
+        status, body = 0, ""
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            status, body = http_get(f"{base}/readyz")
+            if status == 200:
+                break
+        assert status == 200, body
+        assert http_get(f"{base}/healthz")[0] == 200
+        deadline = time.monotonic() + 20
+        metrics = ""
+        while time.monotonic() < deadline and _metric(metrics, "svoe_flush_rows_total") == 0:
+            time.sleep(0.5)
+            _, metrics = http_get(f"{base}/metrics")
+        for name in (
+            "svoe_events_total",
+            "svoe_callback_to_redis_seconds_bucket",
+            "svoe_stream_backlog",
+            "svoe_flush_duration_seconds_bucket",
+            "svoe_flush_rows_total",
+            "svoe_flush_bytes_total",
+            "svoe_last_event_timestamp_seconds",
+            "svoe_feed_connected",
+            "svoe_redis_used_memory_bytes",
+        ):
+            assert re.search(rf"^{name}\{{", metrics, re.M) or re.search(rf"^{name} ", metrics, re.M), name
+        for name in ("svoe_redis_errors", "svoe_flush_errors", "svoe_sequence_gaps", "svoe_book_resyncs",
+                     "svoe_malformed_messages"):  # fmt: skip
+            assert re.search(rf"^{name}_total\{{", metrics, re.M), name
+        assert _metric(metrics, "svoe_events_total") > 0 and _metric(metrics, "svoe_flush_rows_total") > 0
+
+        redis_proc.stop()
+        time.sleep(0.5)
+        status, body = http_get(f"{base}/readyz")
+        assert status == 503 and "[-] redis" in body, body
+        redis_proc.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and status != 200:
+            time.sleep(0.5)
+            status, body = http_get(f"{base}/readyz")
+        assert status == 200, body
+        _, metrics = http_get(f"{base}/metrics")
+        assert _metric(metrics, "svoe_redis_errors_total") > 0
+    finally:
+        pod.kill_all()
+
+
+def test_malformed_messages_are_counted_and_skipped(captures: Path, tmp_path: Path, redis_proc: RedisProc) -> None:
+    bad = tmp_path / "captures"
+    bad.mkdir()
+    for f in captures.iterdir():
+        if f.name.startswith("BINANCE.") or f.name == "README.md":
+            (bad / f.name).write_bytes(f.read_bytes())
+    ws = bad / "BINANCE.ws.1.0"
+    lines = ws.read_text().splitlines(keepends=True)
+    ts = lines[5].split(":", 1)[0]
+    garbage = [
+        f'{ts}: {{"stream":"nknusdt@aggTrade","data":{{"e":"aggTrade","s":"NKNUSDT"}}}}\n',  # fields missing
+        f'{ts}: {{"stream":"nknusdt@bookTicker","data":{{"s":"NKNUSDT","b":"x","a":"1","A":"1"}}}}\n',  # bad number
+        f'{ts}: {{"stream":"nknusdt@ticker","data":{{"s":"NKNUSDT"}}}}\n',  # unknown shape (cryptofeed warns)
+        f"{ts}: this is not json\n",
+    ]
+    ws.write_text("".join(lines[:6] + garbage + lines[6:]))
+    lake = tmp_path / "lake"
+    pod = FeedPodProcesses(tmp_path, bad, "BINANCE", redis_proc.url, str(lake), None, **SMALL_BLOCKS)
+    try:
+        pod.start_aggregator()
+        pod.start_collector()
+        pod.wait_exhausted()
+        time.sleep(2.0)
+        _, metrics = http_get(f"http://127.0.0.1:{pod.collector_port}/metrics")
+        pod.stop_all(settle=0)
+    finally:
+        pod.kill_all()
+    assert _metric(metrics, "svoe_malformed_messages_total") == len(garbage)
+    assert lake_totals(str(lake)).get("BINANCE") == _expected(captures, "BINANCE")

@@ -1,0 +1,169 @@
+"""The lake on S3 with the Glue catalog, against a moto server (real HTTP, awswrangler endpoints),
+and an S3 outage in the middle of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from svoe.replay import reference_counts
+from tests.conftest import RedisProc
+from tests.pipeline_support import FeedPodProcesses, capture_manifest, free_port, http_get, svoe, write_manifest
+
+BUCKET = "svoe-lake"
+
+
+class OutageProxy:
+    """A TCP proxy in front of moto that can be switched off: while down, every connection is
+    cut at once, so the aggregator sees S3 unreachable exactly as in a network outage."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.down = False
+        self._srv = socket.create_server(("127.0.0.1", self.port))
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._srv.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open.update((client, upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def set_down(self, down: bool) -> None:
+        self.down = down
+        if down:
+            with self._lock:
+                for s in self._open:
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                self._open.clear()
+
+    def close(self) -> None:
+        self._srv.close()
+
+
+@pytest.fixture
+def moto() -> Iterator[tuple[int, dict[str, str]]]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "WR_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "WR_GLUE_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_MAX_ATTEMPTS": "2",
+    }
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
+    yield port, env
+    server.stop()
+
+
+def _read_back(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, database: str, prefix: str) -> dict[str, int]:
+    """Counts per channel as awswrangler reads the Glue tables' data back."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import awswrangler as wr
+
+    wr.config.s3_endpoint_url = env["WR_S3_ENDPOINT_URL"]
+    wr.config.glue_endpoint_url = env["WR_GLUE_ENDPOINT_URL"]
+    out: dict[str, int] = {}
+    for table in wr.catalog.get_tables(database=database):
+        name = table["Name"]
+        partitions = wr.catalog.get_partitions(database=database, table=name)
+        assert partitions, f"table {name} has no registered partitions"
+        df = wr.s3.read_parquet(
+            f"s3://{BUCKET}/{prefix}/{name}/", dataset=True, columns=["svoe_id", "receipt_timestamp"]
+        )
+        assert not df.duplicated(["exchange", "symbol", "svoe_id"]).any(), f"duplicate events in {name}"
+        out[name] = len(df)
+        assert set(df.columns) >= {"exchange", "symbol", "date"}  # partitions surface as columns
+    return out
+
+
+def test_s3_glue_lake_counts(captures: Path, tmp_path: Path, moto: tuple[int, dict[str, str]],
+                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    _, env = moto
+    exchange = "BINANCE_FUTURES"
+    lake = f"s3://{BUCKET}/glue-lake"
+    doc = capture_manifest(captures, exchange, lake, storage={"glueDatabase": "svoe_glue"})
+    manifest = write_manifest(tmp_path / "feed.yaml", doc)
+    res = svoe("run", str(manifest), "--replay", str(captures), "--metrics-port", "0", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = {ch: n for ch, n in reference_counts(str(captures))[exchange].items() if n}
+    assert _read_back(env, monkeypatch, "svoe_glue", "glue-lake") == expected
+    stats = svoe("lake", "stats", lake, "--json", env=env)
+    assert stats.returncode == 0, stats.stderr
+    import json
+
+    got = {ch: sum(s.values()) for ch, s in json.loads(stats.stdout)[exchange].items()}
+    assert got == expected
+
+
+def test_s3_outage_keeps_backlog_in_redis_and_recovers(
+    captures: Path, tmp_path: Path, moto: tuple[int, dict[str, str]], redis_proc: RedisProc,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    moto_port, env = moto
+    proxy = OutageProxy(moto_port)
+    via_proxy = {**env, **{k: f"http://127.0.0.1:{proxy.port}" for k in env if "ENDPOINT" in k}}
+    exchange = "KRAKEN_FUTURES"
+    pod = FeedPodProcesses(
+        tmp_path, captures, exchange, redis_proc.url, f"s3://{BUCKET}/outage-lake", 3.0, env=via_proxy,
+        storage={"glueDatabase": "svoe_outage", "flushIntervalSeconds": 0.3, "flushMaxRows": 500},
+    )  # fmt: skip
+    try:
+        pod.start_aggregator()
+        pod.start_collector()
+        time.sleep(3.0)
+        proxy.set_down(True)
+        time.sleep(4.0)
+        _, during = http_get(f"http://127.0.0.1:{pod.collector_port}/metrics")
+        status, ready = http_get(f"http://127.0.0.1:{pod.collector_port}/readyz")
+        proxy.set_down(False)
+        pod.wait_exhausted()
+        pod.stop_all(settle=3.0)
+    finally:
+        pod.kill_all()
+        proxy.close()
+    errors = sum(float(x.rsplit(" ", 1)[1]) for x in during.splitlines() if x.startswith("svoe_flush_errors_total{"))
+    backlog = max(float(x.rsplit(" ", 1)[1]) for x in during.splitlines() if x.startswith("svoe_stream_backlog{"))
+    assert errors > 0, "the outage did not show in svoe_flush_errors_total"
+    assert backlog > 0, "the backlog did not grow in Redis during the outage"
+    assert status == 503 and "lake writes are failing" in ready, ready
+    expected = {ch: n for ch, n in reference_counts(str(captures))[exchange].items() if n}
+    assert _read_back(env, monkeypatch, "svoe_outage", "outage-lake") == expected
