@@ -18,6 +18,7 @@ CHART = ROOT / "charts" / "svoe"
 HELM = ROOT / ".tools" / "helm"
 KUBE_VERSION = "1.33.0"
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
