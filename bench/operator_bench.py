@@ -21,7 +21,6 @@ import json
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,16 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from svoe.api.crd import crd  # noqa: E402
+from svoe.feedpod.local_run import free_port  # noqa: E402
 from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, ApiServer, KubeEmulator  # noqa: E402
 
 DATAFEEDS = ("svoe.io", "v1alpha1", "datafeeds")
 NAMESPACE = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:

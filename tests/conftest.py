@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from svoe.feedpod.local_run import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = Path(os.environ.get("SVOE_CAPTURES", ROOT.parent / "shared" / "captures")).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from svoe.feedpod.local_run import free_port
+
 
 def capture_manifest(captures: Path, exchange: str, lake: str, **spec_extra: Any) -> dict[str, Any]:
     from svoe.replay import capture_subscription
@@ -112,14 +114,6 @@ class FeedPodProcesses:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:

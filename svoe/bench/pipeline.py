@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from svoe.feedpod.local_run import free_port
+
 CHANNEL = "l2_book"
 
 
@@ -176,7 +178,7 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
     tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
     replay = ReplayProcess(capture_dir, exchange, speed)
     redis_proc, sock = _redis(tmp)
-    live_port = _free_port()
+    live_port = free_port()
     doc = {
         "apiVersion": "svoe.io/v1alpha1",
         "kind": "DataFeed",
@@ -205,10 +207,10 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
         sub_thread.start()
     started = time.monotonic()
     agg = subprocess.Popen(
-        [sys.executable, "-m", "svoe.cli", "aggregator", *common, "--health-port", str(_free_port())], env=env
+        [sys.executable, "-m", "svoe.cli", "aggregator", *common, "--health-port", str(free_port())], env=env
     )
     col = subprocess.Popen(
-        [sys.executable, "-m", "svoe.cli", "collector", *common, "--health-port", str(_free_port()),
+        [sys.executable, "-m", "svoe.cli", "collector", *common, "--health-port", str(free_port()),
          "--log-file", str(tmp / "fh.log")], env=env,
     )  # fmt: skip
     rss: list[int] = []
@@ -283,14 +285,6 @@ def _subscribe(port: int, out: list[tuple[float, float]], stop: threading.Event)
         out.append((now - receipt, in_redis - receipt))
     s.close()
     ctx.term()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_main(capture_dir: str, exchange: str, repeat: int, as_json: bool, seconds: float) -> int:

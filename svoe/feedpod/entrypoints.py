@@ -34,13 +34,6 @@ def _ready_checks(feed: DataFeed, redis_url: str, state: dict[str, Collector]) -
         ok = c is not None and c.connected
         return ok, "exchange connection open" if ok else "not connected to the exchange yet"
 
-    async def redis_up() -> tuple[bool, str]:
-        try:
-            await client.ping()
-            return True, "reachable"
-        except Exception as err:
-            return False, f"unreachable: {err}"
-
     async def flushing() -> tuple[bool, str]:
         try:
             hb = await client.hgetall(heartbeat_key(exchange))
@@ -58,7 +51,18 @@ def _ready_checks(feed: DataFeed, redis_url: str, state: dict[str, Collector]) -
             return False, f"backlog {backlog} above bound {feed.spec.buffer.max_backlog}"
         return True, f"backlog {backlog}"
 
-    return {"feed": connected, "redis": redis_up, "flush": flushing}
+    return {"feed": connected, "redis": _redis_check(client), "flush": flushing}
+
+
+def _redis_check(client: Any) -> Check:
+    async def redis_up() -> tuple[bool, str]:
+        try:
+            await client.ping()
+            return True, "reachable"
+        except Exception as err:
+            return False, f"unreachable: {err}"
+
+    return redis_up
 
 
 async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int, log_file: str) -> int:
@@ -124,14 +128,7 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     writer = BlockWriter(feed.spec.storage)
     writer.start()
 
-    async def redis_up() -> tuple[bool, str]:
-        try:
-            await client.ping()
-            return True, "reachable"
-        except Exception as err:
-            return False, f"unreachable: {err}"
-
-    health = HealthServer(host, port, {"redis": redis_up}, serve_metrics=False)
+    health = HealthServer(host, port, {"redis": _redis_check(client)}, serve_metrics=False)
     await health.start()
     agg = Aggregator(feed, client, writer, publisher)
     gc.freeze()  # start-up objects leave the GC's generations: shorter pauses on the live path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ from typing import Any
 import pytest
 
 from svoe.api.crd import crd
+from svoe.feedpod.local_run import free_port
 from tests.operator.kube_emulator import EVENTS, PODS, KubeEmulator
 
 DATAFEEDS = ("svoe.io", "v1alpha1", "datafeeds")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OperatorProcess:

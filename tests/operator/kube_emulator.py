@@ -16,7 +16,9 @@ needs list kinds, content types, tables and CRD discovery. `ApiServer` subclasse
 - merge, strategic-merge (as merge) and JSON patches (a failed `test` is 422), PUT with
   optimistic concurrency, the status subresource, generation bumps on spec changes;
 - delete with finalizers (deletionTimestamp, then removal when the last finalizer goes) and,
-  optionally, the ownerReference garbage collector.
+  optionally, the ownerReference garbage collector;
+- optionally, graceful pod deletion: a pod deleted with a grace period keeps running with a
+  deletionTimestamp until its kubelet deletes it again with gracePeriodSeconds=0 (e2e/local).
 
 Discovery, the HTTP server and object storage (`.objects`, with histories) are kmock's.
 `KubeEmulator` runs it on a background thread so synchronous tests, kubectl and a real operator
@@ -443,6 +445,9 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         self.changed = asyncio.Condition()
         self.validate_custom_resources = True
         self.garbage_collection = True
+        # Off: a deleted pod is gone at once (no kubelet runs its containers). On: pods terminate
+        # gracefully like on a real node, and whoever plays the kubelet finishes the deletion.
+        self.graceful_pod_deletion = False
         self.bookmark_interval = 15.0
         self.keep_history = True
         self.request_count = 0
@@ -904,6 +909,20 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         if dry_run:
             return current
         okey = (current["metadata"].get("namespace"), name)
+        grace = self._pod_grace(key, current, options)
+        if grace:
+            if current["metadata"].get("deletionTimestamp"):
+                return current
+            # As the API server does for pods on a node: mark, and let the kubelet stop the
+            # containers within the grace period and then delete the pod with a grace of 0.
+            new = copy.deepcopy(current)
+            until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=grace)
+            new["metadata"]["deletionTimestamp"] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self.store[key][okey] = new
+            self._emit(key, "MODIFIED", new, current)
+            return new
         if current["metadata"].get("finalizers"):
             if current["metadata"].get("deletionTimestamp"):
                 return current
@@ -931,6 +950,15 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             self._collect_garbage(gone)
         _ = rt
         return gone
+
+    def _pod_grace(self, key: ResKey, current: JSON, options: JSON) -> int:
+        """Seconds of graceful termination a delete asks for (0: remove now, as before)."""
+        if key != ("", "v1", "pods") or not self.graceful_pod_deletion:
+            return 0
+        asked = options.get("gracePeriodSeconds")
+        if asked is None or int(asked) < 0:
+            asked = (current.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        return max(int(asked), 0)
 
     def _force_remove(self, key: ResKey, ns: str | None, name: str) -> None:
         obj = self.store[key].pop((ns, name))
@@ -1070,7 +1098,10 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             )
             return self._json(obj, 200, warnings)
         if method == "DELETE" and p.name is not None:
-            obj = self.delete(key, ns, p.name, body if isinstance(body, dict) else None, dry_run=dry_run)
+            options = dict(body) if isinstance(body, dict) else {}
+            if q.get("gracePeriodSeconds") is not None:  # kubectl may pass it as a query parameter
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            obj = self.delete(key, ns, p.name, options, dry_run=dry_run)
             return self._json(obj, 200)
         if method == "DELETE":
             items = self.list(key, ns, q.get("labelSelector"), q.get("fieldSelector"))
@@ -1354,9 +1385,11 @@ class KubeEmulator:
         garbage_collection: bool = True,
         workdir: Path | None = None,
         keep_history: bool = True,
+        graceful_pod_deletion: bool = False,
     ) -> None:
         self._validate = validate_custom_resources
         self._gc = garbage_collection
+        self._graceful_pods = graceful_pod_deletion
         self._keep_history = keep_history
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="kube-emulator-")) if workdir is None else workdir
@@ -1399,6 +1432,7 @@ class KubeEmulator:
         server = ApiServer()
         server.validate_custom_resources = self._validate
         server.garbage_collection = self._gc
+        server.graceful_pod_deletion = self._graceful_pods
         server.keep_history = self._keep_history
         async with server, kmock.Server(server) as srv:
             self.server = server
@@ -1570,8 +1604,9 @@ class KubeEmulator:
     ) -> JSON:
         return dict(self.request("PATCH", self.path(key, namespace, name, sub), patch, content_type))
 
-    def delete(self, key: ResKey, namespace: str | None, name: str) -> JSON:
-        return dict(self.request("DELETE", self.path(key, namespace, name)))
+    def delete(self, key: ResKey, namespace: str | None, name: str, options: JSON | None = None) -> JSON:
+        """DELETE with optional DeleteOptions (e.g. gracePeriodSeconds, preconditions)."""
+        return dict(self.request("DELETE", self.path(key, namespace, name), options))
 
     def apply_crd(self, crd: JSON) -> JSON:
         return self.create(CRDS, crd)

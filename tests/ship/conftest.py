@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "svoe"
 HELM = ROOT / ".tools" / "helm"
 KUBE_VERSION = "1.33.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tool(name: str) -> str:
