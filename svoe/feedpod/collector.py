@@ -66,60 +66,52 @@ class Collector:
         self.connected = False
         self._book_events: dict[tuple[str, str], int] = {}
         self._snapshots: dict[tuple[str, str], int] = {}
-        self._series_cache: dict[tuple[str, str], tuple[str, Any, Any]] = {}
+        self._keys: dict[tuple[str, str], str] = {}
         self.events = 0
+        self.messages = 0  # exchange messages handled, parsed or not
 
     # ---- callbacks -------------------------------------------------------------------------
-    def _series(self, channel: str, symbol: str) -> tuple[str, Any, Any]:
-        """Stream key and metric children of one stream, looked up once (labels() is not free)."""
+    def _key(self, channel: str, symbol: str) -> str:
         k = (channel, symbol)
-        hit = self._series_cache.get(k)
-        if hit is None:
-            hit = self._series_cache[k] = (
-                stream_key(self.exchange, channel, symbol),
-                metrics.EVENTS.labels(self.exchange, channel, symbol),
-                metrics.LAST_EVENT.labels(self.exchange, channel, symbol),
-            )
-        return hit
+        key = self._keys.get(k)
+        if key is None:
+            key = self._keys[k] = stream_key(self.exchange, channel, symbol)
+        return key
 
     def _simple_callback(self, channel: str) -> Callback:
         encode = SIMPLE_ENCODERS[channel]
         append = self.writer.append
-        series = self._series
+        key_of = self._key
 
         async def cb(obj: Any, receipt_ts: float) -> None:
-            key, events, last = series(channel, obj.symbol)
-            events.inc()
-            last.set(receipt_ts)
             self.events += 1
-            await append(key, channel, encode(obj, receipt_ts))
+            await append(key_of(channel, obj.symbol), channel, encode(obj, receipt_ts))
 
         return cb
 
     def _book_callback(self, channel: str) -> Callback:
         exchange = self.exchange
         append = self.writer.append
-        series = self._series
+        key_of = self._key
         depth = self.spec.book.depth
         every = self.spec.book.snapshot_interval
         l3 = channel == "l3_book"
 
         async def cb(book: Any, receipt_ts: float) -> None:
             symbol = book.symbol
-            key, events, last = series(channel, symbol)
-            events.inc()
-            last.set(receipt_ts)
             self.events += 1
-            k = (channel, symbol)
-            n = self._book_events.get(k, 0) + 1
-            self._book_events[k] = n
+            full = False
+            if every:
+                k = (channel, symbol)
+                n = self._book_events[k] = self._book_events.get(k, 0) + 1
+                full = n % every == 0
             if book.delta is None:
+                k = (channel, symbol)
                 seen = self._snapshots.get(k, 0)
                 if seen:
                     metrics.BOOK_RESYNCS.labels(exchange, symbol).inc()
                 self._snapshots[k] = seen + 1
-            full = bool(every) and n % every == 0
-            await append(key, channel, encode_book(book, receipt_ts, full, depth, l3))
+            await append(key_of(channel, symbol), channel, encode_book(book, receipt_ts, full, depth, l3))
 
         return cb
 
@@ -161,6 +153,7 @@ class Collector:
         connected = metrics.FEED_CONNECTED.labels(exchange)
 
         async def guarded(msg: Any, conn: Any, ts: float) -> None:
+            self.messages += 1
             if not self.connected:
                 self.connected = True
                 connected.set(1)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -78,6 +79,7 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
     started = time.monotonic()
     from cryptofeed.exceptions import UnsupportedSymbol
 
+    progress = asyncio.create_task(_report_messages(client, ckey, state))
     try:
         collector = await run_collector(
             feed, redis_url, stop, log_file=log_file, on_ready=lambda c: state.__setitem__("collector", c)
@@ -93,11 +95,23 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
         print(f"svoe collector: the feed failed: {err!r}", file=sys.stderr)
         return 1
     finally:
+        progress.cancel()
         await _set_state(client, ckey, "stopped")
         await health.stop()
         await client.aclose()
     LOG.info("collector stopped after %.1fs: %d events", time.monotonic() - started, collector.events)
     return 0
+
+
+async def _report_messages(client: Any, key: str, state: dict[str, Collector]) -> None:
+    """Publish how many exchange messages the collector has handled: `svoe run --replay` ends
+    once this reaches what the replay exchange sent."""
+    while True:
+        await asyncio.sleep(0.2)
+        c = state.get("collector")
+        if c is not None:
+            with contextlib.suppress(Exception):
+                await client.hset(key, "messages", c.messages)
 
 
 async def _set_state(client: Any, key: str, state: str) -> None:

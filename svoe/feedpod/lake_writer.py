@@ -116,7 +116,7 @@ class S3LakeWriter:
             columns_types={f.name: _athena_type(f.type) for f in schema},
             partitions_types={p: "string" for p in PARTITIONS},
             compression=self.compression if self.compression != "none" else None,
-            mode="overwrite",
+            mode="append",  # "overwrite" deletes every partition other pods registered
         )
         self._tables.add(channel)
 

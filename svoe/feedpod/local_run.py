@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from svoe.api import DataFeed
-from svoe.feedpod.redis_buffer import stats_key
+from svoe.feedpod.redis_buffer import collector_key, stats_key
 
 
 class RunError(Exception):
@@ -186,7 +186,7 @@ async def run_local(
             redis = RedisServer.start(state / "redis")
             redis_url = redis.url
         client = aioredis.Redis.from_url(redis_url)
-        await client.delete(stats_key(feed.spec.exchange))
+        await client.delete(stats_key(feed.spec.exchange), collector_key(feed.spec.exchange))
 
         manifest = state / "datafeed.yaml"
         manifest.write_text(yaml.safe_dump(feed.model_dump(mode="json", by_alias=True, exclude_none=True)))
@@ -228,9 +228,14 @@ async def run_local(
                     stop.set()
             if server is not None and server.exhausted.is_set():
                 exhausted_at = exhausted_at or time.monotonic()
-                # The capture is fully sent; stop once the collector has had time to handle it all.
+                # The capture is fully sent: stop once the collector has handled every message
+                # sent and its events have settled (or, should counts never meet, after a minute).
+                handled = int(await client.hget(collector_key(feed.spec.exchange), "messages") or 0)
                 quiet = time.monotonic() - stable_since
-                if quiet >= 1.5 and time.monotonic() - exhausted_at >= 1.0:
+                waited = time.monotonic() - exhausted_at
+                if (handled >= server.sent and quiet >= 1.0) or waited >= 60:
+                    if handled < server.sent:
+                        out.write(f"\nwarning: the collector handled {handled} of {server.sent} messages sent\n")
                     stop.set()
         # Order matters: the collector writes out its buffer, then the aggregator drains it all.
         code_c = await _stop_child(collector, timeout=60)

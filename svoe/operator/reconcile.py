@@ -270,61 +270,38 @@ def plan(
         wanted_cms.add(d.configmap_name)
         wanted_pods.add(d.pod_name)
 
-        # Service: one per shard, across revisions.
-        svc = svcs.get(d.service_name)
-        if ("Service", d.service_name) in foreign:
-            conflicts.append(f"service {d.service_name} exists and is not owned by this DataFeed")
-        elif svc is None:
-            creates.append(
-                Action(
-                    "create",
-                    "Service",
-                    d.service_name,
-                    d.service,
-                    reason="CreatedService",
-                    message=f"shard {index}: created service {d.service_name}",
+        # The Service (one per shard, across revisions) and the current revision's ConfigMap:
+        # created when missing, restored when edited by hand.
+        for kind, name, existing, desired in (
+            ("Service", d.service_name, svcs.get(d.service_name), d.service),
+            ("ConfigMap", d.configmap_name, cms.get(d.configmap_name), d.configmap),
+        ):
+            noun = kind.lower()
+            if (kind, name) in foreign:
+                conflicts.append(f"{noun} {name} exists and is not owned by this DataFeed")
+            elif existing is None:
+                creates.append(
+                    Action(
+                        "create",
+                        kind,
+                        name,
+                        desired,
+                        reason=f"Created{kind}",
+                        message=f"shard {index}: created {noun} {name}",
+                    )
                 )
-            )
-        elif (fix := restore_patch(svc, d.service)) is not None:
-            patches.append(
-                Action(
-                    "patch",
-                    "Service",
-                    d.service_name,
-                    fix,
-                    reason="DriftRestored",
-                    warning=True,
-                    message=f"shard {index}: service {d.service_name} was changed by hand; restored",
+            elif (fix := restore_patch(existing, desired)) is not None:
+                patches.append(
+                    Action(
+                        "patch",
+                        kind,
+                        name,
+                        fix,
+                        reason="DriftRestored",
+                        warning=True,
+                        message=f"shard {index}: {noun} {name} was changed by hand; restored",
+                    )
                 )
-            )
-
-        # ConfigMap of the current revision.
-        cm = cms.get(d.configmap_name)
-        if ("ConfigMap", d.configmap_name) in foreign:
-            conflicts.append(f"configmap {d.configmap_name} exists and is not owned by this DataFeed")
-        elif cm is None:
-            creates.append(
-                Action(
-                    "create",
-                    "ConfigMap",
-                    d.configmap_name,
-                    d.configmap,
-                    reason="CreatedConfigMap",
-                    message=f"shard {index}: created configmap {d.configmap_name}",
-                )
-            )
-        elif (fix := restore_patch(cm, d.configmap)) is not None:
-            patches.append(
-                Action(
-                    "patch",
-                    "ConfigMap",
-                    d.configmap_name,
-                    fix,
-                    reason="DriftRestored",
-                    warning=True,
-                    message=f"shard {index}: configmap {d.configmap_name} was changed by hand; restored",
-                )
-            )
 
         # Pods: the current revision, and older ones kept until it is Ready.
         shard_pods = [o for o in pods if o.shard == index or o.name == d.pod_name]
