@@ -63,7 +63,7 @@ class Collector:
         self.spec = feed.spec
         self.writer = writer
         self.exchange = feed.spec.exchange
-        self.connected = False
+        self.feed_obj: Any = None
         self._book_events: dict[tuple[str, str], int] = {}
         self._snapshots: dict[tuple[str, str], int] = {}
         self._keys: dict[tuple[str, str], str] = {}
@@ -115,6 +115,14 @@ class Collector:
 
         return cb
 
+    @property
+    def connected(self) -> bool:
+        """Whether any websocket connection to the exchange is open right now."""
+        from cryptofeed.connection import WSAsyncConn
+
+        handlers = getattr(self.feed_obj, "connection_handlers", None) or []
+        return any(h.conn.is_open for h in handlers if isinstance(h.conn, WSAsyncConn))
+
     def callbacks(self) -> dict[str, Callback]:
         out: dict[str, Callback] = {}
         for ch in self.spec.channels:
@@ -144,19 +152,15 @@ class Collector:
         if "candles" in self.spec.channels:
             kwargs["candle_interval"] = self.spec.candle_interval
             kwargs["candle_closed_only"] = self.spec.candle_closed_only
-        return GuardedFeed(**kwargs)
+        self.feed_obj = GuardedFeed(**kwargs)
+        return self.feed_obj
 
     def _guard(self, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         exchange = self.exchange
         resync = _resync_exceptions()
 
-        connected = metrics.FEED_CONNECTED.labels(exchange)
-
         async def guarded(msg: Any, conn: Any, ts: float) -> None:
             self.messages += 1
-            if not self.connected:
-                self.connected = True
-                connected.set(1)
             try:
                 await handler(msg, conn, ts)
             except resync as err:
@@ -209,7 +213,6 @@ async def run_collector(
             LOG.warning("feed shutdown raised", exc_info=True)
     stopper.cancel()
     metrics.FEED_CONNECTED.labels(feed.spec.exchange).set(0)
-    collector.connected = False
     # Whatever was collected before a failure is still written to Redis first.
     await writer.close()
     await client.aclose()

@@ -33,7 +33,7 @@ def _ready_checks(feed: DataFeed, redis_url: str, state: dict[str, Collector]) -
     async def connected() -> tuple[bool, str]:
         c = state.get("collector")
         ok = c is not None and c.connected
-        return ok, "exchange connection open" if ok else "not connected to the exchange yet"
+        return ok, "exchange connection open" if ok else "no open connection to the exchange"
 
     async def flushing() -> tuple[bool, str]:
         try:
@@ -110,6 +110,7 @@ async def _report_messages(client: Any, key: str, state: dict[str, Collector]) -
         await asyncio.sleep(0.2)
         c = state.get("collector")
         if c is not None:
+            metrics.FEED_CONNECTED.labels(c.exchange).set(1 if c.connected else 0)
             with contextlib.suppress(Exception):
                 await client.hset(key, "messages", c.messages)
 
