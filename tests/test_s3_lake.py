@@ -73,6 +73,18 @@ class OutageProxy:
         self._srv.close()
 
 
+def _samples(body: str, prefix: str) -> list[float]:
+    return [float(x.rsplit(" ", 1)[1]) for x in body.splitlines() if x.startswith(prefix)]
+
+
+def _sum(body: str, prefix: str) -> float:
+    return sum(_samples(body, prefix))
+
+
+def _max(body: str, prefix: str) -> float:
+    return max(_samples(body, prefix), default=0.0)
+
+
 @pytest.fixture
 def moto() -> Iterator[tuple[int, dict[str, str]]]:
     port = free_port()
@@ -151,17 +163,27 @@ def test_s3_outage_keeps_backlog_in_redis_and_recovers(
         pod.start_collector()
         time.sleep(3.0)
         proxy.set_down(True)
-        time.sleep(4.0)
-        _, during = http_get(f"http://127.0.0.1:{pod.collector_port}/metrics")
-        status, ready = http_get(f"http://127.0.0.1:{pod.collector_port}/readyz")
+        # S3 stays down until the failures show (retries take longer on a loaded machine).
+        deadline = time.monotonic() + 40
+        during, status, ready = "", 0, ""
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            _, during = http_get(f"http://127.0.0.1:{pod.collector_port}/metrics")
+            status, ready = http_get(f"http://127.0.0.1:{pod.collector_port}/readyz")
+            if (
+                status == 503
+                and _sum(during, "svoe_flush_errors_total{") > 0
+                and _max(during, "svoe_stream_backlog{") > 0
+            ):
+                break
         proxy.set_down(False)
         pod.wait_exhausted()
         pod.stop_all(settle=3.0)
     finally:
         pod.kill_all()
         proxy.close()
-    errors = sum(float(x.rsplit(" ", 1)[1]) for x in during.splitlines() if x.startswith("svoe_flush_errors_total{"))
-    backlog = max(float(x.rsplit(" ", 1)[1]) for x in during.splitlines() if x.startswith("svoe_stream_backlog{"))
+    errors = _sum(during, "svoe_flush_errors_total{")
+    backlog = _max(during, "svoe_stream_backlog{")
     assert errors > 0, "the outage did not show in svoe_flush_errors_total"
     assert backlog > 0, "the backlog did not grow in Redis during the outage"
     assert status == 503 and "lake writes are failing" in ready, ready

@@ -78,6 +78,7 @@ class Aggregator:
         self.backlog = 0
         self.last_flush_ok = True
         self._flushing: asyncio.Task[None] | None = None
+        self.drained = False
 
     # ---- redis --------------------------------------------------------------------------------
     async def _ensure_groups(self) -> None:
@@ -303,7 +304,14 @@ class Aggregator:
         if self._flushing is not None:
             await self._flushing
         left = sum(len(s.ids) for s in self.streams.values())
-        if left:
-            LOG.error("drain stalled with %d events unflushed; they stay pending in Redis for the next run", left)
+        reported = False
         with contextlib.suppress(RedisError, OSError):
             await self._report()
+            reported = True
+        self.drained = reported and left == 0 and self.backlog == 0
+        if not self.drained:
+            LOG.error(
+                "drain incomplete: %d events buffered, backlog %s in Redis; they stay pending there",
+                left,
+                self.backlog if reported else "unknown (Redis unreachable)",
+            )

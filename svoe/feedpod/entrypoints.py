@@ -162,4 +162,8 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
         agg.blocks_written,
         agg.flush_errors,
     )
+    if not agg.drained:
+        # In a pod the Redis data lives on an emptyDir that goes with the pod: say so loudly.
+        print("svoe aggregator: stopped before everything collected was in the lake", file=sys.stderr)
+        return 1
     return 0

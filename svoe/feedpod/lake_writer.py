@@ -107,7 +107,11 @@ class S3LakeWriter:
             return
         if not self._database_ready:
             # Here, not at start: an S3/Glue outage at start-up is retried like any failed flush.
-            self.wr.catalog.create_database(self.database, exist_ok=True)
+            try:
+                self.wr.catalog.create_database(self.database, exist_ok=True)
+            except Exception as err:  # another pod's aggregator created it between check and create
+                if "AlreadyExists" not in f"{type(err).__name__} {err}":
+                    raise
             self._database_ready = True
         self.wr.catalog.create_parquet_table(
             database=self.database,

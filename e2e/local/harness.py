@@ -1,0 +1,319 @@
+"""The local e2e harness: the pieces the tests start and the ways they look at the result.
+
+- `KubeEmulator` (tests/operator/kube_emulator.py, with graceful pod deletion on), the real
+  operator process (`OperatorProcess` of the operator tests), kubectl against both;
+- a moto server (S3 + Glue) in its own process;
+- the exchange: `svoe replay serve` behind the subscription-routing `ExchangeFront`;
+- the `PodRunner`, the stand-in kubelet (test infrastructure, see pod_runner.py);
+- readers: lake counts (`svoe lake stats --json`), what each pod's collector counted (its
+  Prometheus multiprocess files, which outlive the processes), the API's watch timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from e2e.local.exchange_front import FrontStats, ReplayProcess, ThreadedExchangeFront
+from e2e.local.pod_runner import PodSandbox
+from svoe.replay import capture_subscription, load_capture, reference_counts
+from tests.operator.kube_emulator import KubeEmulator
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTURES = Path(os.environ.get("SVOE_CAPTURES", ROOT.parent / "shared" / "captures")).resolve()
+EXCHANGE = "BINANCE_FUTURES"  # every captured symbol has every channel: each pod gets traffic
+NAMESPACE = "e2e"
+BUCKET = "svoe-e2e"
+# Where the exchange's CA is in the feed pods: the operator mounts no CA, so the e2e image carries
+# it (kind: a derived image; here: an image file of the PodRunner).
+EXCHANGE_CA = "/etc/ssl/svoe-e2e/exchange-ca.pem"
+SVOE = [str(Path(sys.executable).parent / "svoe")]
+KUBECTL = shutil.which("kubectl")
+
+Counts = dict[str, dict[str, int]]  # channel -> symbol -> events
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for[T](probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+# -- kubectl ----------------------------------------------------------------------------------------
+
+
+class Kubectl:
+    def __init__(self, kube: KubeEmulator, namespace: str = NAMESPACE) -> None:
+        if KUBECTL is None:
+            raise RuntimeError("kubectl is not installed; the e2e drives the cluster with it")
+        self.kube = kube
+        self.namespace = namespace
+
+    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert KUBECTL is not None
+        res = subprocess.run(
+            [KUBECTL, "-n", self.namespace, *args],
+            env=self.kube.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stderr}")
+        return res
+
+    def apply(self, doc: Mapping[str, Any]) -> str:
+        return self("apply", "-f", "-", stdin=yaml.safe_dump(dict(doc))).stdout
+
+    def get_df(self) -> dict[str, dict[str, str]]:
+        """`kubectl get df` as {name: {COLUMN: value}}."""
+        lines = self("get", "df").stdout.splitlines()
+        if not lines:
+            return {}
+        header = lines[0].split()
+        return {line.split()[0]: dict(zip(header, line.split(), strict=True)) for line in lines[1:]}
+
+
+# -- moto -------------------------------------------------------------------------------------------
+
+
+class MotoServer:
+    """moto in server mode (S3 + Glue over real HTTP), in its own process."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1):
+                    return True
+            except OSError:
+                return self.proc.poll() is not None  # exited: stop waiting, fail below
+
+        wait_for(up, 30, "the moto server")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"moto exited with {self.proc.returncode}; see {log}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to use this moto as S3 and Glue (awswrangler honours WR_*)."""
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.url,
+            "WR_S3_ENDPOINT_URL": self.url,
+            "WR_GLUE_ENDPOINT_URL": self.url,
+            "AWS_MAX_ATTEMPTS": "3",
+        }
+
+    def client(self, service: str) -> Any:
+        import boto3  # type: ignore[import-untyped]
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+# -- the exchange -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """`svoe replay serve` (a process) behind the ExchangeFront (a thread of the test run)."""
+
+    replay: ReplayProcess
+    front: ThreadedExchangeFront
+    total: int  # messages in the capture's websocket streams
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        f = self.front.front
+        return {"websocket": f.ws_base, "rest": f.rest_base, "caFile": EXCHANGE_CA}
+
+    def stats(self) -> FrontStats:
+        return self.front.stats()
+
+    def stop(self) -> None:
+        self.front.stop()
+        self.replay.stop()
+
+
+def start_exchange(speed: float, workdir: Path, ca_target: Path) -> Exchange:
+    replay = ReplayProcess.start(SVOE, str(CAPTURES), EXCHANGE, speed, workdir / f"replay-{time.time_ns()}.log")
+    front = ThreadedExchangeFront(replay.ws_base, replay.rest_base, replay.ca_file)
+    try:
+        front.start()
+    except BaseException:
+        replay.stop()
+        raise
+    ca_target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(front.front.ca_file, ca_target)
+    total = sum(len(s.messages) for s in load_capture(str(CAPTURES), EXCHANGE).streams)
+    return Exchange(replay, front, total)
+
+
+def stream_names(symbol: str) -> dict[str, str]:
+    """Binance Futures stream name of each channel of a symbol, as cryptofeed subscribes them."""
+    base = symbol.removesuffix("-PERP").replace("-", "").lower()
+    return {
+        "trades": f"{base}@aggTrade",
+        "ticker": f"{base}@bookTicker",
+        "candles": f"{base}@kline_1m",
+        "l2_book": f"{base}@depth@100ms",
+    }
+
+
+# One captured message is one event for these channels (a book update may be skipped as older than
+# the snapshot, and snapshots are events without a message).
+ONE_TO_ONE = ("trades", "ticker", "candles")
+
+
+# -- manifests and expectations -----------------------------------------------------------------------
+
+
+def capture_symbols() -> tuple[list[str], list[str]]:
+    """Channels and symbols of the capture's subscription, in its order."""
+    sub = capture_subscription(str(CAPTURES), EXCHANGE)
+    return list(sub), list(dict.fromkeys(s for syms in sub.values() for s in syms))
+
+
+def reference() -> dict[str, int]:
+    """The captures README's reference counts for the exchange (channels with events)."""
+    return {ch: n for ch, n in reference_counts(str(CAPTURES))[EXCHANGE].items() if n}
+
+
+def datafeed(name: str, symbols: list[str], exchange: Exchange, lake: str, **storage: Any) -> dict[str, Any]:
+    channels, _ = capture_symbols()
+    return {
+        "apiVersion": "svoe.io/v1alpha1",
+        "kind": "DataFeed",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "exchange": EXCHANGE,
+            "channels": channels,
+            "symbols": symbols,
+            "sharding": {"maxSymbolsPerPod": 2},
+            "storage": {"lake": lake, **storage},
+            "endpoints": exchange.endpoints,
+        },
+    }
+
+
+# -- reading results ------------------------------------------------------------------------------------
+
+
+def lake_counts(url: str, env: Mapping[str, str]) -> Counts:
+    """`svoe lake stats URL --json` for the e2e's exchange: channel -> symbol -> events."""
+    res = subprocess.run(
+        [*SVOE, "lake", "stats", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    if res.returncode != 0:
+        raise AssertionError(f"svoe lake stats {url} failed: {res.stderr[-2000:]}")
+    counts: dict[str, Counts] = json.loads(res.stdout)
+    return counts.get(EXCHANGE, {})
+
+
+def totals(counts: Counts) -> dict[str, int]:
+    return {ch: sum(syms.values()) for ch, syms in counts.items() if sum(syms.values())}
+
+
+def of_symbols(counts: Counts, symbols: set[str]) -> Counts:
+    out = {ch: {s: n for s, n in syms.items() if s in symbols and n} for ch, syms in counts.items()}
+    return {ch: syms for ch, syms in out.items() if syms}
+
+
+def merge(parts: list[Counts]) -> Counts:
+    out: Counts = {}
+    for part in parts:
+        for ch, syms in part.items():
+            for s, n in syms.items():
+                out.setdefault(ch, {})
+                out[ch][s] = out[ch].get(s, 0) + n
+    return of_symbols(out, {s for syms in out.values() for s in syms})
+
+
+def collected(sb: PodSandbox) -> Counts:
+    """svoe_events_total of a pod's collector, per channel and symbol, from its metrics volume.
+
+    prometheus-client's multiprocess files stay after the processes exit, so this is the final
+    count of what the collector handed to Redis, read the way the pod's /metrics merges it.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(sb.volume("metrics")))  # type: ignore[no-untyped-call]
+    out: Counts = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "svoe_events_total" and sample.value:
+                ch, sym = sample.labels["channel"], sample.labels["symbol"]
+                out.setdefault(ch, {})[sym] = out.get(ch, {}).get(sym, 0) + int(sample.value)
+    return out
+
+
+def pod_events(kube: KubeEmulator, name: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The API's watch events of one pod: (resourceVersion, type, object)."""
+    from tests.operator.kube_emulator import PODS
+
+    for rv, typ, obj in kube.timeline(PODS):
+        if obj["metadata"]["name"] == name and obj["metadata"].get("namespace") == NAMESPACE:
+            yield rv, typ, obj
+
+
+def first_rv(kube: KubeEmulator, name: str, pred: Callable[[dict[str, Any]], bool]) -> int | None:
+    return next((rv for rv, _, obj in pod_events(kube, name) if pred(obj)), None)
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in (pod.get("status") or {}).get("conditions", [])
+    )
+
+
+def is_deleting(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
