@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ship.conftest import free_port, tool
+from svoe.feedpod.local_run import free_port
+from tests.ship.conftest import tool
 from tests.ship.helmfile_state import ClusterState, cluster_states
 
 AM_VALUES = "alertmanager.yaml.gotmpl"

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ship.conftest import ROOT, free_port, tool
+from svoe.feedpod.local_run import free_port
+from tests.ship.conftest import ROOT, tool
 from tests.ship.test_alerts import EXTERNAL_METRICS, contract_metrics, referenced_metrics
 
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
