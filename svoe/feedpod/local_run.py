@@ -37,6 +37,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _usable_port(port: int) -> int:
+    """0 picks a free port; a busy port fails now, with the fix, rather than in a child process."""
+    if port == 0:
+        return free_port()
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            raise RunError(
+                f"port {port} for /metrics is in use: pass --metrics-port N, or --metrics-port 0 for a free one"
+            ) from None
+    return port
+
+
 def state_dir_for(feed: DataFeed) -> Path:
     """Where a run keeps its Redis AOF, metrics files and caches: beside a local lake, so a
     crashed run's unflushed events are recovered by the next run into the same lake."""
@@ -161,6 +175,7 @@ async def run_local(
     out: TextIO = sys.stderr,
 ) -> RunResult:
     started = time.monotonic()
+    metrics_port = _usable_port(metrics_port)
     state = state_dir_for(feed)
     state.mkdir(parents=True, exist_ok=True)
     metrics_dir = state / "metrics"
