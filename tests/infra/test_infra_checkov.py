@@ -113,9 +113,9 @@ def test_no_parsing_errors(gate: Gate) -> None:
 def test_terraform(gate: Gate) -> None:
     _assert_clean(gate, "terraform")
     resources = {c["resource"] for c in gate.results["terraform"]["passed"]}
-    # The scan reached the environments' module instances, not only loose files.
-    assert any(r.startswith("module.irsa.") for r in resources)
-    assert any(r.startswith("module.data_lake.module.bucket.") for r in resources)
+    # The scan reached the environments' module instances (through modules/svoe-stack), not only loose files.
+    assert any(r.startswith("module.stack.module.irsa.") for r in resources)
+    assert any(r.startswith("module.stack.module.data_lake.module.bucket.") for r in resources)
 
 
 def test_thanos_manifests(gate: Gate) -> None:

@@ -104,8 +104,8 @@ def test_rendered_cluster(cluster: Cluster, rendered: dict[str, list[dict[str, A
     assert sad["enableAWSOIDCProvider"] is True
     assert spec["iam"]["useServiceAccountExternalPermissions"] is True
     assert spec["podIdentityWebhook"]["enabled"] is True
-    env_main = (TERRAFORM / "environments" / cluster.env / "main.tf").read_text()
-    assert '"${local.discovery_bucket}.s3.${var.region}.amazonaws.com/${c}/discovery"' in env_main
+    stack_main = (TERRAFORM / "modules" / "svoe-stack" / "main.tf").read_text()  # what every environment calls
+    assert '"${local.discovery_bucket}.s3.${var.region}.amazonaws.com/${c}/discovery"' in stack_main
     assert v["clusterName"] in tfvars(TERRAFORM / "environments" / cluster.env / "terraform.tfvars")["kops_clusters"]
 
     # Instance groups.

@@ -27,6 +27,7 @@ MODULE_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.
 META_ARGS = {"source", "version", "providers", "count", "for_each", "depends_on"}
 MODULES = sorted(p for p in (TERRAFORM / "modules").iterdir() if p.is_dir())
 ENV_DIRS = [TERRAFORM / "environments" / e for e in ENVIRONMENTS]
+STACK_SOURCE = "../../modules/svoe-stack"
 
 
 def test_terraform_tree_exists() -> None:
@@ -77,7 +78,7 @@ CALLS = _module_calls()
 
 def test_module_calls_found() -> None:
     callers = {d.relative_to(TERRAFORM).as_posix() for d, _, _ in CALLS}
-    assert {"environments/dev", "environments/prod", "modules/data-lake"} <= callers
+    assert {"environments/dev", "environments/prod", "modules/svoe-stack", "modules/data-lake"} <= callers
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,10 @@ def test_environment_matches_kops_and_thanos(env: str) -> None:
     """The names Terraform creates are the names kops and the Thanos values use."""
     values = tfvars(TERRAFORM / "environments" / env / "terraform.tfvars")
     account, region = values["account_id"], values["region"]
-    main = (TERRAFORM / "environments" / env / "main.tf").read_text()
+    # The names live in modules/svoe-stack, which the environment calls once.
+    stack = dir_blocks(TERRAFORM / "environments" / env, "module").get("stack")
+    assert stack is not None and attr(stack, "source") == STACK_SOURCE, f"environments/{env} does not call svoe-stack"
+    main = (TERRAFORM / "modules" / "svoe-stack" / "main.tf").read_text()
 
     # kops: one trusted issuer per cluster, the buckets kops-state creates.
     kops_names = sorted(c.values()["clusterName"] for c in clusters() if c.env == env)
