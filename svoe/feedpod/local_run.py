@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import redis
 import redis.asyncio as aioredis
 import yaml
 
@@ -102,6 +103,19 @@ class RedisServer:
                 proc.kill()
                 raise RunError("redis-server did not open its socket within 15s")
             time.sleep(0.02)
+        # A persisted AOF (events a previous run left unflushed) is replayed before Redis serves.
+        client = redis.Redis(unix_socket_path=sock)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise RunError(f"redis-server still loading its AOF in {data_dir} after 300s") from None
+                time.sleep(0.1)
+        client.close()
         return cls(proc, f"unix://{sock}", sock)
 
     def stop(self) -> None:
