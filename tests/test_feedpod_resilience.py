@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from svoe.replay import reference_counts
@@ -34,14 +35,29 @@ def _metric(body: str, name: str) -> float:
     return total
 
 
-def test_aggregator_sigkill_and_restart_loses_and_duplicates_nothing(
-    captures: Path, tmp_path: Path, redis_proc: RedisProc
+def _assert_exact_through(
+    disrupt: Callable[[FeedPodProcesses], None], captures: Path, tmp_path: Path, redis_proc: RedisProc
 ) -> None:
+    """Run a replay through the pod's processes, disrupt them mid-run, and require exact counts
+    with no event stored twice."""
     lake = tmp_path / "lake"
     pod = FeedPodProcesses(tmp_path, captures, EXCHANGE, redis_proc.url, str(lake), SPEED, **SMALL_BLOCKS)
     try:
         pod.start_aggregator()
         pod.start_collector()
+        disrupt(pod)
+        pod.wait_exhausted()
+        pod.stop_all()
+    finally:
+        pod.kill_all()
+    assert lake_totals(str(lake)).get(EXCHANGE) == _expected(captures)
+    assert_no_duplicate_ids(lake)
+
+
+def test_aggregator_sigkill_and_restart_loses_and_duplicates_nothing(
+    captures: Path, tmp_path: Path, redis_proc: RedisProc
+) -> None:
+    def kill_aggregator_three_times(pod: FeedPodProcesses) -> None:
         for _ in range(3):
             time.sleep(2.0)
             assert pod.aggregator is not None
@@ -49,32 +65,20 @@ def test_aggregator_sigkill_and_restart_loses_and_duplicates_nothing(
             pod.aggregator.wait()
             time.sleep(0.5)
             pod.start_aggregator()
-        pod.wait_exhausted()
-        pod.stop_all()
-    finally:
-        pod.kill_all()
-    assert lake_totals(str(lake)).get(EXCHANGE) == _expected(captures)
-    assert_no_duplicate_ids(lake)
+
+    _assert_exact_through(kill_aggregator_three_times, captures, tmp_path, redis_proc)
 
 
 def test_redis_killed_and_restarted_with_aof_loses_nothing(
     captures: Path, tmp_path: Path, redis_proc: RedisProc
 ) -> None:
-    lake = tmp_path / "lake"
-    pod = FeedPodProcesses(tmp_path, captures, EXCHANGE, redis_proc.url, str(lake), SPEED, **SMALL_BLOCKS)
-    try:
-        pod.start_aggregator()
-        pod.start_collector()
+    def kill_and_restart_redis(pod: FeedPodProcesses) -> None:
         time.sleep(3.0)
         redis_proc.stop(kill=True)  # SIGKILL: only the AOF (appendfsync always) survives
         time.sleep(1.5)
         redis_proc.start()
-        pod.wait_exhausted()
-        pod.stop_all()
-    finally:
-        pod.kill_all()
-    assert lake_totals(str(lake)).get(EXCHANGE) == _expected(captures)
-    assert_no_duplicate_ids(lake)
+
+    _assert_exact_through(kill_and_restart_redis, captures, tmp_path, redis_proc)
 
 
 def test_metrics_and_readiness(captures: Path, tmp_path: Path, redis_proc: RedisProc) -> None:
