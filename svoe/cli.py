@@ -21,8 +21,10 @@ EXIT_BAD_INPUT = 2
 def _load(path: str, lake: str | None = None) -> DataFeed:
     feed = load_manifest(path)
     if lake is not None:
-        doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
-        doc["spec"]["storage"]["lake"] = lake
+        # exclude_unset: what the manifest left to defaults stays a default (svoe run may then
+        # move a busy default port).
+        doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
+        doc["spec"].setdefault("storage", {})["lake"] = lake
         from svoe.api import parse_manifest
 
         feed = parse_manifest(doc, f"{path} (with --lake {lake})")
@@ -79,25 +81,25 @@ def cmd_replay_serve(a: argparse.Namespace) -> int:
     return serve_main(a.capture_dir, a.exchange, a.host, a.port, a.speed, a.loop)
 
 
-def cmd_lake_stats(a: argparse.Namespace) -> int:
-    from svoe.lake.stats import lake_counts, render_table
-
-    try:
-        counts = lake_counts(a.lake_url)
-    except FileNotFoundError as err:
-        print(f"svoe lake stats: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if a.json:
-        print(json.dumps(counts, indent=None, sort_keys=True))
-    else:
-        sys.stdout.write(render_table(counts))
-    return 0
-
-
 def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     from svoe.bench.pipeline import bench_main
 
     return bench_main(a.replay, a.exchange, a.repeat, a.json, a.seconds)
+
+
+def cmd_bench_lake(a: argparse.Namespace) -> int:
+    if a.seek:
+        from svoe.bench.lake_seek import bench_seek, print_seek
+
+        result = bench_seek(rows=a.rows, repeat=a.repeat)
+        if a.json:
+            print(json.dumps(result))
+        else:
+            print_seek(result)
+        return 0
+    from svoe.bench.lake import bench_main as lake_bench_main
+
+    return lake_bench_main(a.json, a.rows, a.repeat, a.depth, a.interval)
 
 
 def cmd_operator(a: argparse.Namespace) -> int:
@@ -148,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--redis", metavar="URL", help="use this Redis (redis://, unix://) instead of a private redis-server"
     )
-    r.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz (default 8080)")
+    r.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of /metrics, /healthz, /readyz (default 8080, or a free port when 8080 is taken; 0: a free port)",
+    )
     r.set_defaults(func=cmd_run)
 
     for name, func, port, help_ in (
@@ -178,13 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loop", action="store_true", help="replay forever, rewriting sequence numbers")
     s.set_defaults(func=cmd_replay_serve)
 
-    lk = sub.add_parser("lake", help="inspect a lake").add_subparsers(dest="lake_cmd", required=True)
-    st = lk.add_parser(
-        "stats", help="events per exchange/channel/symbol", description="Count stored events from Parquet footers."
-    )
-    st.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
-    st.add_argument("--json", action="store_true", help='print {"EXCHANGE": {"channel": {"SYMBOL": n}}}')
-    st.set_defaults(func=cmd_lake_stats)
+    from svoe.lake.cli import add_lake_commands
+
+    add_lake_commands(sub)
 
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     bp = bn.add_parser(
@@ -198,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seconds", type=float, default=20.0, help="duration of each run")
     bp.add_argument("--json", action="store_true", help="print one JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
+    bl = bn.add_parser(
+        "lake",
+        help="book snapshot derivation, Parquet to Parquet, against a plain-Python rebuild",
+        description="Derive fixed-interval book snapshots from a synthetic l2_book Parquet file with svoe and with "
+        "a plain-Python dict rebuild, in one run, and report level updates per second. --seek instead times "
+        "`svoe lake book --at` against the distance from the nearest checkpoint.",
+    )
+    bl.add_argument("--rows", type=int, default=200_000, help="l2_book rows to synthesise (default 200000)")
+    bl.add_argument("--repeat", type=int, default=3, help="runs per measurement (best or median is reported)")
+    bl.add_argument("--depth", type=int, default=10, help="snapshot depth (default 10)")
+    bl.add_argument("--interval", default="1s", help="snapshot interval (default 1s)")
+    bl.add_argument("--seek", action="store_true", help="time book --at against the distance from a checkpoint")
+    bl.add_argument("--json", action="store_true", help="print one JSON object")
+    bl.set_defaults(func=cmd_bench_lake)
 
     op = sub.add_parser(
         "operator",

@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from svoe.feedpod.local_run import free_port
 
+BUCKET = "svoe-lake"
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = Path(os.environ.get("SVOE_CAPTURES", ROOT.parent / "shared" / "captures")).resolve()
 
@@ -82,3 +85,24 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
     r.start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def moto() -> Iterator[tuple[int, dict[str, str]]]:
+    """A moto server (S3, Glue, Athena) on a free port with bucket BUCKET; yields (port, env)."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "WR_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "WR_GLUE_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_MAX_ATTEMPTS": "2",
+    }
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
+    yield port, env
+    server.stop()

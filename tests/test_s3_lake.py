@@ -7,18 +7,13 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from svoe.replay import reference_counts
-from tests.conftest import RedisProc
+from tests.conftest import BUCKET, RedisProc
 from tests.pipeline_support import FeedPodProcesses, capture_manifest, free_port, http_get, svoe, write_manifest
-
-BUCKET = "svoe-lake"
 
 
 class OutageProxy:
@@ -85,26 +80,6 @@ def _max(body: str, prefix: str) -> float:
     return max(_samples(body, prefix), default=0.0)
 
 
-@pytest.fixture
-def moto() -> Iterator[tuple[int, dict[str, str]]]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "WR_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "WR_GLUE_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_MAX_ATTEMPTS": "2",
-    }
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
-    yield port, env
-    server.stop()
-
-
 def _read_back(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, database: str, prefix: str) -> dict[str, int]:
     """Counts per channel as awswrangler reads the Glue tables' data back."""
     for k, v in env.items():
@@ -144,6 +119,15 @@ def test_s3_glue_lake_counts(captures: Path, tmp_path: Path, moto: tuple[int, di
 
     got = {ch: sum(s.values()) for ch, s in json.loads(stats.stdout)[exchange].items()}
     assert got == expected
+    # Read back with DuckDB through pyarrow's S3 filesystem: no DuckDB extension is fetched.
+    query = "SELECT count(*) AS n, count(DISTINCT symbol) AS symbols FROM trades WHERE exchange = 'BINANCE_FUTURES'"
+    sql = svoe("lake", "sql", lake, query, "--json", env={**env, "HOME": str(tmp_path / "home")})
+    assert sql.returncode == 0, sql.stderr
+    symbols = len({s for s in json.loads(stats.stdout)[exchange]["trades"]})
+    assert json.loads(sql.stdout) == [{"n": expected["trades"], "symbols": symbols}]
+    assert not (tmp_path / "home" / ".duckdb").exists()  # nothing installed or downloaded
+    raw = svoe("lake", "stats", lake, "--raw", "--json", env=env)
+    assert {ch: sum(s.values()) for ch, s in json.loads(raw.stdout)[exchange].items()} == expected
 
 
 def test_s3_outage_keeps_backlog_in_redis_and_recovers(

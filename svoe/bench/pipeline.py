@@ -173,7 +173,7 @@ def run_bare(kind: str, capture_dir: str, exchange: str, symbols: list[str], sec
 
 def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float, speed: float | None = None,
              latency: bool = False) -> dict[str, Any]:  # fmt: skip
-    from svoe.lake.stats import local_counts
+    from svoe.lake.stats import lake_counts
 
     tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
     replay = ReplayProcess(capture_dir, exchange, speed)
@@ -228,7 +228,7 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
         col.wait(timeout=60)
         agg.send_signal(signal.SIGTERM)
         agg.wait(timeout=300)
-        stored = sum(local_counts(tmp / "lake").get(exchange, {}).get(CHANNEL, {}).values())
+        stored = sum(lake_counts(str(tmp / "lake"), raw=True).get(exchange, {}).get(CHANNEL, {}).values())
         collected = int(stats.hget(f"svoe:{exchange}:stats", "collected") or 0)
         lake_bytes = sum(p.stat().st_size for p in (tmp / "lake").rglob("*.parquet") if ".svoe-state" not in p.parts)
         res: dict[str, Any] = {

@@ -106,10 +106,13 @@ class Aggregator:
         return len(entries)
 
     async def _recover_pending(self) -> int:
-        """Re-read this consumer's unacknowledged entries (left by a crash), oldest first."""
+        """Re-read this consumer's unacknowledged entries that it does not hold: all of them after a
+        crash, and after a connection error the ones whose XREADGROUP reply was lost (Redis
+        delivered them into the pending list, the reply never arrived, and `>` never returns them
+        again). Held entries are older than any lost one, so reading resumes after the last held."""
         total = 0
-        for key in self.streams:
-            last = "0"
+        for key, s in self.streams.items():
+            last = s.ids[-1] if s.ids else "0"
             while True:
                 res: Any = await self.client.xreadgroup(GROUP, CONSUMER, {key: last}, count=READ_COUNT)
                 entries = res[0][1] if res else []
@@ -276,6 +279,7 @@ class Aggregator:
         # After a Redis restart the group survives in the AOF; if Redis came back empty, recreate it.
         with contextlib.suppress(RedisError, OSError):
             await self._ensure_groups()
+            await self._recover_pending()
 
     async def _drain(self, stall_timeout: float) -> None:
         """Read and flush everything the collector wrote, until it has stopped and nothing is left.
@@ -301,6 +305,7 @@ class Aggregator:
                 metrics.REDIS_ERRORS.labels("aggregator", "drain").inc()
                 LOG.warning("redis error while draining (%s); retrying", err)
                 await asyncio.sleep(0.5)
+                await self._reconnect_groups()
         if self._flushing is not None:
             await self._flushing
         left = sum(len(s.ids) for s in self.streams.values())

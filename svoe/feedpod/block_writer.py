@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from svoe.api.datafeed import StorageOptions
 from svoe.feedpod.lake_schema import to_table
 from svoe.feedpod.lake_writer import LakeWriter, make_writer
+from svoe.lake.layout import BlockKey
 
 LOG = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ _writer: LakeWriter | None = None
 _writer_for: str | None = None
 
 
-def write_parts(writer: LakeWriter, channel: str, exchange: str, symbol: str, table: pa.Table) -> int:
-    """Write one block split by UTC date of receipt; each part is named by its first stream id."""
+def write_parts(writer: LakeWriter, channel: str, exchange: str, symbol: str, identity: str, table: pa.Table) -> int:
+    """Write one block split by UTC date of receipt; each part is named by its first stream id
+    and its writer's identity."""
     ts = pc.cast(pc.floor(pc.multiply(table["receipt_timestamp"], 1_000_000)), pa.int64())
     dates = pc.strftime(pc.cast(ts, pa.timestamp("us", tz="UTC")), format="%Y-%m-%d")
     size = 0
@@ -40,17 +42,18 @@ def write_parts(writer: LakeWriter, channel: str, exchange: str, symbol: str, ta
     for date in dict.fromkeys(dates.to_pylist()):
         mask = pc.equal(dates, date)
         first_id = ids.filter(mask)[0].as_py()
-        size += writer.write_block(channel, exchange, symbol, str(date), first_id, table.filter(mask))
+        key = BlockKey(channel, exchange, symbol, str(date), first_id, identity)
+        size += writer.write_block(key, table.filter(mask))
     return size
 
 
-def encode_and_write(storage_json: str, channel: str, exchange: str, symbol: str, ids: list[str],
+def encode_and_write(storage_json: str, identity: str, channel: str, exchange: str, symbol: str, ids: list[str],
                      payloads: list[bytes]) -> int:  # fmt: skip
     global _writer, _writer_for
     if _writer is None or _writer_for != storage_json:
         _writer = make_writer(StorageOptions.model_validate_json(storage_json))
         _writer_for = storage_json
-    return write_parts(_writer, channel, exchange, symbol, to_table(channel, ids, payloads))
+    return write_parts(_writer, channel, exchange, symbol, identity, to_table(channel, ids, payloads, identity))
 
 
 def _init_worker() -> None:
@@ -70,8 +73,9 @@ def _ready() -> bool:
 class BlockWriter:
     """Writes blocks through a one-process pool, recreated if its process dies."""
 
-    def __init__(self, storage: StorageOptions) -> None:
+    def __init__(self, storage: StorageOptions, identity: str) -> None:
         self.storage_json = storage.model_dump_json()
+        self.identity = identity
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -89,7 +93,15 @@ class BlockWriter:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._executor(), encode_and_write, self.storage_json, channel, exchange, symbol, ids, payloads
+                self._executor(),
+                encode_and_write,
+                self.storage_json,
+                self.identity,
+                channel,
+                exchange,
+                symbol,
+                ids,
+                payloads,
             )
         except BrokenProcessPool:
             LOG.warning("block writer process died; starting a new one")

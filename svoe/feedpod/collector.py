@@ -66,16 +66,21 @@ class Collector:
         self.feed_obj: Any = None
         self._book_events: dict[tuple[str, str], int] = {}
         self._snapshots: dict[tuple[str, str], int] = {}
-        self._keys: dict[tuple[str, str], str] = {}
+        # Only the feed's own streams: an exchange (or a replay) may send symbols nobody asked for,
+        # and their entries would sit in Redis forever, since no aggregator reads those streams.
+        self._keys: dict[tuple[str, str], str] = {
+            (ch, sym): stream_key(self.exchange, ch, sym) for ch, sym in feed.streams()
+        }
+        self.unsubscribed = 0
         self.events = 0
         self.messages = 0  # exchange messages handled, parsed or not
 
     # ---- callbacks -------------------------------------------------------------------------
-    def _key(self, channel: str, symbol: str) -> str:
-        k = (channel, symbol)
-        key = self._keys.get(k)
+    def _key(self, channel: str, symbol: str) -> str | None:
+        key = self._keys.get((channel, symbol))
         if key is None:
-            key = self._keys[k] = stream_key(self.exchange, channel, symbol)
+            self.unsubscribed += 1
+            metrics.UNSUBSCRIBED.labels(self.exchange).inc()
         return key
 
     def _simple_callback(self, channel: str) -> Callback:
@@ -84,8 +89,11 @@ class Collector:
         key_of = self._key
 
         async def cb(obj: Any, receipt_ts: float) -> None:
+            key = key_of(channel, obj.symbol)
+            if key is None:
+                return
             self.events += 1
-            await append(key_of(channel, obj.symbol), channel, encode(obj, receipt_ts))
+            await append(key, channel, encode(obj, receipt_ts))
 
         return cb
 
@@ -99,6 +107,9 @@ class Collector:
 
         async def cb(book: Any, receipt_ts: float) -> None:
             symbol = book.symbol
+            key = key_of(channel, symbol)
+            if key is None:
+                return
             self.events += 1
             full = False
             if every:
@@ -111,7 +122,7 @@ class Collector:
                 if seen:
                     metrics.BOOK_RESYNCS.labels(exchange, symbol).inc()
                 self._snapshots[k] = seen + 1
-            await append(key_of(channel, symbol), channel, encode_book(book, receipt_ts, full, depth, l3))
+            await append(key, channel, encode_book(book, receipt_ts, full, depth, l3))
 
         return cb
 

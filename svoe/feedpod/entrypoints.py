@@ -130,6 +130,7 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     from svoe.feedpod.aggregator import Aggregator
     from svoe.feedpod.block_writer import BlockWriter
     from svoe.feedpod.live import LivePublisher
+    from svoe.lake.layout import writer_identity
 
     stop = asyncio.Event()
     install_signal_handlers(stop)
@@ -140,7 +141,7 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     # The block writer's process is started once, at start-up: spawning a process while ZMQ
     # subscribers are connected was seen to silence the PUB socket for them (measured, not
     # understood; the ZMQ test covers it).
-    writer = BlockWriter(feed.spec.storage)
+    writer = BlockWriter(feed.spec.storage, writer_identity())
     writer.start()
 
     health = HealthServer(host, port, {"redis": _redis_check(client)}, serve_metrics=False)

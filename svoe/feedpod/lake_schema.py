@@ -18,8 +18,19 @@ _LEVELS = pa.list_(_F64)
 _IDS = pa.list_(pa.string())
 
 # Lake schema per channel. Every row is one cryptofeed callback, so rows are countable events.
-# `svoe_id` is the Redis stream id of the event: unique per stream, so duplicates are detectable.
-_COMMON = [("svoe_id", pa.string()), ("timestamp", _F64), ("receipt_timestamp", _F64)]
+# `svoe_id` is the Redis stream id of the event (`ms-seq`, kept for older readers); `svoe_ms` and
+# `svoe_seq` are the same id as integers, which sort where the string does not (`-10` < `-9`);
+# `svoe_writer` names the collector, so rows of redundant collectors can be told apart.
+ORDER_COLUMNS = ("svoe_ms", "svoe_seq")
+SVOE_COLUMNS = ("svoe_id", *ORDER_COLUMNS, "svoe_writer")
+_COMMON = [
+    ("svoe_id", pa.string()),
+    ("svoe_ms", pa.int64()),
+    ("svoe_seq", pa.int32()),
+    ("svoe_writer", pa.string()),
+    ("timestamp", _F64),
+    ("receipt_timestamp", _F64),
+]
 CHANNEL_SCHEMAS: dict[str, pa.Schema] = {
     "trades": pa.schema(
         [*_COMMON, ("side", pa.string()), ("amount", _F64), ("price", _F64), ("id", pa.string()), ("type", pa.string())]
@@ -84,6 +95,15 @@ CHANNEL_SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+def identity_columns(channel: str) -> tuple[str, ...]:
+    """The columns that identify an event by what the exchange sent: everything but svoe's own
+    columns and the receipt time, which differ between collectors that saw the same message
+    (docs/lake-schema.md, "Exactly once")."""
+    return tuple(
+        f.name for f in CHANNEL_SCHEMAS[channel] if f.name not in SVOE_COLUMNS and f.name != "receipt_timestamp"
+    )
+
+
 def _num(values: Sequence[Any]) -> pa.Array:
     """Strings, numbers or None -> float64 (exact decimal strings parse to the nearest double)."""
     arr = pa.array([None if v is None else str(v) for v in values], pa.string())
@@ -114,12 +134,17 @@ def _level_ids(rows: Sequence[Sequence[Any]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.string()))
 
 
-def to_table(channel: str, ids: Sequence[str], payloads: Sequence[bytes]) -> pa.Table:
+def to_table(channel: str, ids: Sequence[str], payloads: Sequence[bytes], writer: str) -> pa.Table:
     """Encoded events of one stream -> Arrow table in the channel's lake schema."""
     rows = [orjson.loads(p) for p in payloads]
     schema = CHANNEL_SCHEMAS[channel]
+    id_array = pa.array(list(ids), pa.string())
+    id_parts = pc.split_pattern(id_array, "-", max_splits=1)
     cols: dict[str, pa.Array] = {
-        "svoe_id": pa.array(list(ids), pa.string()),
+        "svoe_id": id_array,
+        "svoe_ms": pc.cast(pc.list_element(id_parts, 0), pa.int64()),
+        "svoe_seq": pc.cast(pc.list_element(id_parts, 1), pa.int32()),
+        "svoe_writer": pa.repeat(pa.scalar(writer, pa.string()), len(ids)),
         "timestamp": _num([r[0] for r in rows]),
         "receipt_timestamp": _num([r[1] for r in rows]),
     }

@@ -1,8 +1,8 @@
 """Writers of Parquet blocks into the lake: a local directory, or S3 with the Glue catalog.
 
-Object names are deterministic: `{channel}/exchange=E/symbol=S/date=D/{first-stream-id}.parquet`.
-A block re-read after a crash starts at the same stream id, so its retry overwrites the object
-instead of adding a second copy (see aggregator.py for why the start id is stable).
+Object names come from svoe/lake/layout.py: the block's first stream id and its writer. A block
+re-read after a crash starts at the same stream id, so its retry overwrites the object instead of
+adding a second copy (see aggregator.py for why the start id is stable).
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from svoe.api.datafeed import StorageOptions
+from svoe.lake.layout import PARTITIONS, BlockKey, resolve
 
 LOG = logging.getLogger(__name__)
-
-PARTITIONS = ("exchange", "symbol", "date")
-
-
-def block_relpath(channel: str, exchange: str, symbol: str, date: str, first_id: str) -> str:
-    return f"{channel}/exchange={exchange}/symbol={symbol}/date={date}/{first_id}.parquet"
 
 
 def parquet_bytes(table: pa.Table, compression: str) -> bytes:
@@ -42,18 +37,18 @@ def parquet_bytes(table: pa.Table, compression: str) -> bytes:
 
 
 class LakeWriter(Protocol):
-    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
+    def write_block(self, key: BlockKey, table: pa.Table) -> int:
         """Durably write one block; return its size in bytes. Raises on failure (caller retries)."""
         ...
 
 
 class LocalLakeWriter:
     def __init__(self, root: str | Path, compression: str = "zstd") -> None:
-        self.root = Path(str(root).removeprefix("file://"))
+        self.root = resolve(str(root)).local_root
         self.compression = compression
 
-    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
-        path = self.root / block_relpath(channel, exchange, symbol, date, first_id)
+    def write_block(self, key: BlockKey, table: pa.Table) -> int:
+        path = self.root / key.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         data = parquet_bytes(table, self.compression)
         # Write-then-rename so a crash never leaves a torn block under the final name; fsync
@@ -79,7 +74,14 @@ class LocalLakeWriter:
 def _athena_type(t: pa.DataType) -> str:
     if pa.types.is_list(t):
         return f"array<{_athena_type(t.value_type)}>"
-    return {pa.float64(): "double", pa.int64(): "bigint", pa.string(): "string", pa.bool_(): "boolean"}[t]
+    athena = {
+        pa.float64(): "double",
+        pa.int64(): "bigint",
+        pa.int32(): "int",
+        pa.string(): "string",
+        pa.bool_(): "boolean",
+    }
+    return athena[t]
 
 
 class S3LakeWriter:
@@ -95,7 +97,7 @@ class S3LakeWriter:
         import awswrangler as wr
 
         self.wr = wr
-        self.url = storage.lake.rstrip("/")
+        self.lake = resolve(storage.lake)
         self.compression = storage.compression
         self.database = storage.glue_database
         self._tables: set[str] = set()
@@ -116,7 +118,7 @@ class S3LakeWriter:
         self.wr.catalog.create_parquet_table(
             database=self.database,
             table=channel,
-            path=f"{self.url}/{channel}/",
+            path=self.lake.uri(f"{channel}/"),
             columns_types={f.name: _athena_type(f.type) for f in schema},
             partitions_types={p: "string" for p in PARTITIONS},
             compression=self.compression if self.compression != "none" else None,
@@ -124,26 +126,24 @@ class S3LakeWriter:
         )
         self._tables.add(channel)
 
-    def _ensure_partition(self, channel: str, exchange: str, symbol: str, date: str) -> None:
-        key = (channel, exchange, symbol, date)
-        if not self.database or key in self._partitions:
+    def _ensure_partition(self, key: BlockKey) -> None:
+        part = (key.channel, key.exchange, key.symbol, key.date)
+        if not self.database or part in self._partitions:
             return
-        location = f"{self.url}/{channel}/exchange={exchange}/symbol={symbol}/date={date}/"
         self.wr.catalog.add_parquet_partitions(
             database=self.database,
-            table=channel,
-            partitions_values={location: [exchange, symbol, date]},
+            table=key.channel,
+            partitions_values={self.lake.uri(key.partition_dir + "/"): [key.exchange, key.symbol, key.date]},
             compression=self.compression if self.compression != "none" else None,
         )
-        self._partitions.add(key)
+        self._partitions.add(part)
 
-    def write_block(self, channel: str, exchange: str, symbol: str, date: str, first_id: str, table: pa.Table) -> int:
-        path = f"{self.url}/{block_relpath(channel, exchange, symbol, date, first_id)}"
-        self._ensure_table(channel, table.schema)
+    def write_block(self, key: BlockKey, table: pa.Table) -> int:
+        self._ensure_table(key.channel, table.schema)
         data = parquet_bytes(table, self.compression)
         # The same Parquet bytes as the local lake; S3 PUT is atomic, so no torn objects.
-        self.wr.s3.upload(local_file=io.BytesIO(data), path=path)
-        self._ensure_partition(channel, exchange, symbol, date)
+        self.wr.s3.upload(local_file=io.BytesIO(data), path=self.lake.uri(key.relpath))
+        self._ensure_partition(key)
         return len(data)
 
 

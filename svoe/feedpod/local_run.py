@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -25,7 +26,8 @@ import redis.asyncio as aioredis
 import yaml
 
 from svoe.api import DataFeed
-from svoe.feedpod.redis_buffer import collector_key, stats_key
+from svoe.feedpod.redis_buffer import collector_key, stats_key, stream_key, writer_key
+from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
 
 
 class RunError(Exception):
@@ -38,30 +40,84 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _usable_port(port: int) -> int:
-    """0 picks a free port; a busy port fails now, with the fix, rather than in a child process."""
-    if port == 0:
-        return free_port()
+def _port_free(port: int, host: str = "0.0.0.0") -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
         except OSError:
-            raise RunError(
-                f"port {port} for /metrics is in use: pass --metrics-port N, or --metrics-port 0 for a free one"
-            ) from None
-    return port
+            return False
+    return True
+
+
+def choose_port(port: int | None, default: int, what: str, flag: str, host: str = "0.0.0.0") -> tuple[int, str]:
+    """The port to use and a note for the user. A port the user asked for that is busy fails now,
+    with the fix; a busy default is replaced by a free port, so two runs work side by side."""
+    if port == 0:
+        return free_port(), ""
+    if port is not None:
+        if not _port_free(port, host):
+            raise RunError(f"port {port} for {what} is in use: pass {flag} N, or {flag} 0 for a free one")
+        return port, ""
+    if _port_free(default, host):
+        return default, ""
+    chosen = free_port()
+    return chosen, f"{what}: port {default} is in use, using {chosen}"
+
+
+class PortLock:
+    """Held from choosing the ports until the children have bound them, so two runs started at
+    the same moment do not both pick the free default."""
+
+    def __init__(self) -> None:
+        self._file = open(Path(tempfile.gettempdir()) / "svoe-run-ports.lock", "a")  # noqa: SIM115
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    async def release_when_bound(self, ports: list[tuple[int, str]], procs: list[subprocess.Popen[bytes]]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_port_free(p, h) for p, h in ports):
+            if any(p.poll() is not None for p in procs):
+                break
+            await asyncio.sleep(0.05)
+        self.release()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
 
 
 def state_dir_for(feed: DataFeed) -> Path:
     """Where a run keeps its Redis AOF, metrics files and caches: beside a local lake, so a
     crashed run's unflushed events are recovered by the next run into the same lake."""
-    lake = feed.spec.storage.lake
-    if feed.spec.storage.is_s3:
+    lake = resolve(feed.spec.storage.lake)
+    if lake.is_s3:
         state_home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        base = state_home / "svoe" / lake.removeprefix("s3://").replace("/", "_")
+        base = state_home / "svoe" / lake.root.replace("/", "_")
     else:
-        base = Path(lake.removeprefix("file://")) / ".svoe-state"
+        base = lake.local_root / STATE_DIR
     return (base / f"{feed.spec.exchange}-{feed.name}").resolve()
+
+
+async def writer_for_run(client: aioredis.Redis, feed: DataFeed) -> str:
+    """This run's writer identity (svoe/lake/layout.py). A run that finds unflushed entries of an
+    earlier one keeps that run's identity, so its retried blocks replace their own objects; a run
+    that starts clean is a new writer, so a re-run of the same capture is recognised as the same
+    events seen again, not as new ones."""
+    key = writer_key(feed.spec.exchange)
+    stored = await client.get(key)
+    if stored is not None:
+        pipe = client.pipeline(transaction=False)
+        for ch, sym in feed.streams():
+            pipe.xinfo_groups(stream_key(feed.spec.exchange, ch, sym))
+        unflushed = 0
+        for groups in await pipe.execute(raise_on_error=False):
+            for g in groups if isinstance(groups, list) else []:
+                unflushed += int(g.get("pending") or 0) + int(g.get("lag") or 0)
+        if unflushed:
+            return stored.decode() if isinstance(stored, bytes) else str(stored)
+    identity = sanitize_writer(f"{feed.name}-{uuid.uuid4().hex[:8]}")
+    await client.set(key, identity)
+    return identity
 
 
 @dataclass
@@ -184,12 +240,44 @@ async def run_local(
     feed: DataFeed,
     replay_dir: str | None = None,
     redis_url: str | None = None,
-    metrics_port: int = 8080,
+    metrics_port: int | None = None,
     replay_speed: float | None = None,
     out: TextIO = sys.stderr,
 ) -> RunResult:
+    """`metrics_port` None: 8080, or a free port when 8080 is taken; 0: a free port."""
     started = time.monotonic()
-    metrics_port = _usable_port(metrics_port)
+    lock = PortLock()
+    bound: list[tuple[int, str]] = []
+    try:
+        return await _run_local(feed, replay_dir, redis_url, metrics_port, replay_speed, out, started, lock, bound)
+    finally:
+        lock.release()
+
+
+async def _run_local(
+    feed: DataFeed,
+    replay_dir: str | None,
+    redis_url: str | None,
+    metrics_port: int | None,
+    replay_speed: float | None,
+    out: TextIO,
+    started: float,
+    lock: PortLock,
+    bound: list[tuple[int, str]],
+) -> RunResult:
+    metrics_port, note = choose_port(metrics_port, 8080, "/metrics", "--metrics-port")
+    notes = [note] if note else []
+    bound.append((metrics_port, "0.0.0.0"))
+    live = feed.spec.live
+    if live.enabled:
+        asked = live.port if "port" in live.model_fields_set else None
+        live_port, note = choose_port(asked, live.port, "the live stream", "spec.live.port", live.bind)
+        notes += [note] if note else []
+        bound.append((live_port, live.bind))
+        if live_port != live.port:
+            doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc["spec"]["live"]["port"] = live_port
+            feed = DataFeed.model_validate(doc)
     state = state_dir_for(feed)
     state.mkdir(parents=True, exist_ok=True)
     metrics_dir = state / "metrics"
@@ -222,6 +310,7 @@ async def run_local(
         env = dict(os.environ)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         env["XDG_CACHE_HOME"] = str(state / "cache")
+        env["SVOE_WRITER"] = await writer_for_run(client, feed)
         common = ["--manifest", str(manifest), "--redis", redis_url]
         aggregator = _child(["aggregator", *common, "--health-port", str(free_port())], env)
         procs.append(aggregator)
@@ -230,9 +319,13 @@ async def run_local(
             env,
         )
         procs.append(collector)
+        await lock.release_when_bound(bound, procs)
         out.write(
             f"collecting {feed.spec.exchange} {','.join(feed.spec.channels)} for {len(feed.spec.symbols)} symbols "
-            f"into {feed.spec.storage.lake} (metrics: http://127.0.0.1:{metrics_port}/metrics)\n"
+            f"into {feed.spec.storage.lake} as writer {env['SVOE_WRITER']}\n"
+            f"  metrics: http://127.0.0.1:{metrics_port}/metrics\n"
+            + (f"  live:    tcp://{feed.spec.live.bind}:{feed.spec.live.port}\n" if feed.spec.live.enabled else "")
+            + "".join(f"  ({n})\n" for n in notes)
         )
 
         stop = asyncio.Event()

@@ -47,6 +47,9 @@ LAST_EVENT = Gauge(
 SEQUENCE_GAPS = Counter("svoe_sequence_gaps", "Sequence gaps cryptofeed detected", ["exchange", "symbol"])
 BOOK_RESYNCS = Counter("svoe_book_resyncs", "Book snapshots after the first one (resyncs)", ["exchange", "symbol"])
 MALFORMED = Counter("svoe_malformed_messages", "Exchange messages that failed to parse and were skipped", ["exchange"])
+UNSUBSCRIBED = Counter(
+    "svoe_unsubscribed_events", "Events of symbols or channels the feed did not ask for (skipped)", ["exchange"]
+)
 FEED_CONNECTED = Gauge(
     "svoe_feed_connected", "1 while the feed has an open exchange connection", ["exchange"], multiprocess_mode="max"
 )
@@ -74,6 +77,7 @@ def init_series(exchange: str, streams: list[tuple[str, str]], component: str) -
             SEQUENCE_GAPS.labels(exchange, symbol)
             BOOK_RESYNCS.labels(exchange, symbol)
         MALFORMED.labels(exchange)
+        UNSUBSCRIBED.labels(exchange)
         FEED_CONNECTED.labels(exchange).set(0)
         for op in ("xadd", "xinfo"):
             REDIS_ERRORS.labels("collector", op)

@@ -78,6 +78,11 @@ def collector_key(exchange: str) -> str:
     return f"svoe:{exchange}:collector"
 
 
+def writer_key(exchange: str) -> str:
+    """String with `svoe run`'s writer identity, kept while its entries wait to be flushed."""
+    return f"svoe:{exchange}:writer"
+
+
 def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=0)
 

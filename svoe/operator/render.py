@@ -211,6 +211,8 @@ def _feed_container(
             {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
             {"name": "SVOE_SHARD", "value": str(index)},
             {"name": "SVOE_DATAFEED", "value": feed.metadata.name},
+            # The lake's writer identity (svoe/lake/layout.py): unique per pod, like its Redis.
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
         "startupProbe": _http_probe("/healthz", port, period=2, failures=90),

@@ -72,7 +72,8 @@ def test_pod_follows_the_contracts() -> None:
     for name, port in (("collector", 8080), ("aggregator", 8081)):
         assert c[name]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
         assert c[name]["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
-        env = {e["name"]: e["value"] for e in c[name]["env"]}
+        env = {e["name"]: e["value"] for e in c[name]["env"] if "value" in e}
+        assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c[name]["env"]
         assert env == {
             "PROMETHEUS_MULTIPROC_DIR": "/var/run/svoe/metrics",
             "XDG_CACHE_HOME": "/tmp/cache",

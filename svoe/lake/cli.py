@@ -1,0 +1,174 @@
+"""`svoe lake ...`: counts, SQL, books and snapshots, read through the exactly-once view.
+
+Exit codes: 0 success, 2 bad input (the message says what was wrong and what the lake holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"svoe lake {command}: {err}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
+
+
+def cmd_stats(a: argparse.Namespace) -> int:
+    from svoe.lake.scan import LakeError
+    from svoe.lake.stats import lake_counts, render_table
+
+    try:
+        counts = lake_counts(a.lake_url, raw=a.raw)
+    except LakeError as err:
+        return _fail("stats", err)
+    if a.json:
+        print(json.dumps(counts, indent=None, sort_keys=True))
+    else:
+        sys.stdout.write(render_table(counts, "rows" if a.raw else "events"))
+    return 0
+
+
+def cmd_sql(a: argparse.Namespace) -> int:
+    from svoe.lake.scan import LakeError
+
+    try:
+        if a.athena:
+            from svoe.lake.athena import athena_query
+
+            table = athena_query(a.query, workgroup=a.athena, database=a.database)
+        else:
+            from svoe.lake import Lake
+
+            table = Lake(a.lake_url).sql(a.query)
+    except LakeError as err:
+        return _fail("sql", err)
+    rows = table.to_pylist()
+    if a.json:
+        print(json.dumps([_json_value(r) for r in rows]))
+    elif a.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(table.column_names)
+        for r in rows:
+            w.writerow([json.dumps(_json_value(v)) if isinstance(v, list | dict) else v for v in r.values()])
+    else:
+        sys.stdout.write(table.to_pandas().to_string(index=False) + "\n")
+    return 0
+
+
+def cmd_book(a: argparse.Namespace) -> int:
+    from svoe.lake import Lake
+    from svoe.lake.scan import LakeError
+
+    try:
+        book = Lake(a.lake_url).book(a.exchange, a.symbol, a.at, a.depth)
+    except (LakeError, ValueError) as err:
+        return _fail("book", err)
+    if a.json:
+        print(json.dumps(_json_value(book)))
+    else:
+        print(f"{book['exchange']} {book['symbol']} at {book['at']}")
+        for side in ("asks", "bids"):
+            levels = book[side] if side == "bids" else list(reversed(book[side]))
+            for price, size in levels:
+                print(f"  {side[:-1]:>3}  {price:>18.10g}  {size:>18.10g}")
+    return 0
+
+
+def cmd_snapshots(a: argparse.Namespace) -> int:
+    from svoe.lake import Lake
+    from svoe.lake.scan import LakeError
+
+    try:
+        n = Lake(a.lake_url).write_snapshots(a.out, a.exchange, a.symbol, a.depth, a.interval, a.start, a.end)
+    except (LakeError, ValueError) as err:
+        return _fail("snapshots", err)
+    print(f"wrote {n:,} snapshots of {a.exchange} {a.symbol} (depth {a.depth}, every {a.interval}) to {a.out}")
+    return 0
+
+
+def add_lake_commands(sub: Any) -> None:
+    lk = sub.add_parser(
+        "lake",
+        help="read the lake: counts, SQL, books",
+        description="Read a lake (a directory or s3://bucket/prefix). Every read goes through the exactly-once view "
+        "unless --raw or raw_<channel> asks for the stored rows (docs/lake-schema.md).",
+    ).add_subparsers(dest="lake_cmd", required=True, metavar="COMMAND")
+
+    st = lk.add_parser(
+        "stats",
+        help="events per exchange/channel/symbol",
+        description="Count exactly-once events per exchange, channel and symbol; --raw counts stored rows "
+        "(from Parquet footers), which is higher when redundant collectors or re-runs stored the same events.",
+    )
+    st.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
+    st.add_argument("--raw", action="store_true", help="count stored rows instead of exactly-once events")
+    st.add_argument("--json", action="store_true", help='print {"EXCHANGE": {"channel": {"SYMBOL": n}}}')
+    st.set_defaults(func=cmd_stats)
+
+    q = lk.add_parser(
+        "sql",
+        help="run SQL over the lake (DuckDB; Athena with --athena)",
+        description="Run a DuckDB query over the lake. Each channel is a view that is exactly-once (trades, l2_book, "
+        "ticker, ...) with a raw_<channel> view of the stored rows; the partition columns exchange, symbol and date "
+        "are included. S3 lakes are scanned through pyarrow: no DuckDB extension is needed. With --athena WORKGROUP "
+        "the query runs in Athena on the Glue database instead.",
+    )
+    q.add_argument("lake_url", help="a lake directory or s3://bucket/prefix (ignored with --athena)")
+    q.add_argument("query", help='e.g. "SELECT symbol, count(*) AS n FROM trades GROUP BY symbol"')
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON array of row objects")
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
+    q.add_argument("--athena", metavar="WORKGROUP", help="run in Athena through awswrangler, in this workgroup")
+    q.add_argument("--database", help="Glue database for --athena (spec.storage.glueDatabase)")
+    q.set_defaults(func=cmd_sql)
+
+    b = lk.add_parser(
+        "book",
+        help="the L2 book of a symbol at an instant",
+        description="The book after every l2_book event of the symbol received at or before --at: bids descending, "
+        "asks ascending. It is rebuilt from the latest snapshot row at or before --at, not from the start of the day.",
+    )
+    b.add_argument("lake_url")
+    b.add_argument("--exchange", required=True)
+    b.add_argument("--symbol", required=True)
+    b.add_argument("--at", required=True, help="epoch seconds or ISO-8601 (UTC unless an offset is given)")
+    b.add_argument("--depth", type=int, default=None, help="levels per side (default: all)")
+    b.add_argument("--json", action="store_true", help='print {"exchange", "symbol", "at", "bids", "asks"}')
+    b.set_defaults(func=cmd_book)
+
+    sn = lk.add_parser(
+        "snapshots",
+        help="book snapshots every interval, to Parquet",
+        description="Write one row per tick: timestamp, bid_price_0..N-1, bid_size_0..N-1, ask_price_0..N-1, "
+        "ask_size_0..N-1 (NaN where a side is shorter): the layout known as book_snapshot_N_interval.",
+    )
+    sn.add_argument("lake_url")
+    sn.add_argument("--exchange", required=True)
+    sn.add_argument("--symbol", required=True)
+    sn.add_argument("--depth", type=int, required=True, help="levels per side")
+    sn.add_argument("--interval", required=True, help="tick step: 100ms, 1s, 5m, ...")
+    sn.add_argument("--start", default=None, help="first tick at or after this time (default: the first book)")
+    sn.add_argument("--end", default=None, help="last tick at or before this time (default: the last event)")
+    sn.add_argument("--out", required=True, help="output Parquet file")
+    sn.set_defaults(func=cmd_snapshots)

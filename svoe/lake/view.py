@@ -1,0 +1,97 @@
+"""The exactly-once view: the rule that turns the rows stored by any number of collectors into each
+exchange event once. Pure SQL text over a relation in the lake schema (DuckDB's dialect).
+
+The rule (docs/lake-schema.md, "Exactly once"):
+- An event's identity is what the exchange sent: every column of the channel except svoe's own
+  and the receipt time (`identity_columns`), within its exchange and symbol. Two collectors that
+  saw the same exchange message store rows with the same identity.
+- A stream may legitimately hold two events with one identity (the same trade printed twice in a
+  row). Each writer's rows of one identity are numbered in its own order (the occurrence); the view
+  keeps occurrence k if any writer saw k of them, so it holds as many as the writer that saw most.
+- Of the copies of one (identity, occurrence), the view keeps the one seen first. Its order is
+  receipt time made monotonic within each writer (a running maximum over the writer's own order),
+  then writer, then the integer key: this keeps every writer's own order of the events it saw.
+
+Rows from lakes written before `svoe_ms`, `svoe_seq` and `svoe_writer` existed get them from
+`svoe_id` and an empty writer.
+"""
+
+from __future__ import annotations
+
+from svoe.feedpod.lake_schema import identity_columns
+
+# The order of rows within one stream of the view, and of one writer's stored rows.
+VIEW_ORDER = ("exchange", "symbol", "_seen", "svoe_writer", "svoe_ms", "svoe_seq")
+RAW_ORDER = ("exchange", "symbol", "svoe_ms", "svoe_seq", "svoe_writer")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _identity(channel: str) -> str:
+    return ", ".join(_identity_named(channel))
+
+
+def _identity_named(channel: str) -> list[str]:
+    """The identity's expressions. Where the exchange sends no event time, cryptofeed puts the receipt time in `timestamp`
+    (Binance spot tickers, for one): such a timestamp is the collector's, not the exchange's, and
+    is left out of the identity."""
+    cols = []
+    for c in identity_columns(channel):
+        if c == "timestamp":
+            cols.append("(CASE WHEN timestamp = receipt_timestamp THEN NULL ELSE timestamp END)")
+        else:
+            cols.append(_q(c))
+    return cols
+
+
+def filled_sql(source: str) -> str:
+    """Stored rows, with the integer key and writer filled in for older files."""
+    return (
+        "SELECT * REPLACE ("
+        "coalesce(svoe_ms, CAST(split_part(svoe_id, '-', 1) AS BIGINT)) AS svoe_ms, "
+        "coalesce(svoe_seq, CAST(split_part(svoe_id, '-', 2) AS INTEGER)) AS svoe_seq, "
+        "coalesce(svoe_writer, '') AS svoe_writer"
+        f") FROM {source}"
+    )
+
+
+def exactly_once_sql(channel: str, source: str, ordered: bool = False, keep_seen: bool = False) -> str:
+    """The view's rows (all stored columns); `ordered` sorts them in view order. `keep_seen` keeps
+    `_seen`, the receipt time made monotonic, which is non-decreasing in view order."""
+    identity = _identity(channel)
+    writer_order = "ORDER BY svoe_ms, svoe_seq"
+    sql = (
+        f"WITH base AS ({filled_sql(source)}), "
+        "ranked AS (SELECT *, "
+        f"row_number() OVER (PARTITION BY exchange, symbol, svoe_writer, {identity} {writer_order}) AS _occurrence, "
+        f"max(receipt_timestamp) OVER (PARTITION BY exchange, symbol, svoe_writer {writer_order} "
+        "ROWS UNBOUNDED PRECEDING) AS _seen FROM base), "
+        "picked AS (SELECT *, row_number() OVER (PARTITION BY exchange, symbol, "
+        f"{identity}, _occurrence ORDER BY _seen, svoe_writer, svoe_ms, svoe_seq) AS _pick FROM ranked) "
+    )
+    excluded = "_occurrence, _pick" if keep_seen else "_occurrence, _pick, _seen"
+    sql += f"SELECT * EXCLUDE ({excluded}) FROM picked WHERE _pick = 1"
+    return sql + f" ORDER BY {', '.join(VIEW_ORDER)}" if ordered else sql
+
+
+def raw_sql(source: str, ordered: bool = False) -> str:
+    sql = filled_sql(source)
+    return f"{sql} ORDER BY {', '.join(RAW_ORDER)}" if ordered else sql
+
+
+def exactly_once_counts_sql(channel: str, source: str) -> str:
+    """(exchange, symbol, events) of the view, without materialising it: per identity, the most
+    occurrences any writer saw, summed."""
+    named = _identity_named(channel)
+    aliases = ", ".join(f"_i{i}" for i in range(len(named)))
+    selected = ", ".join(f"{e} AS _i{i}" for i, e in enumerate(named))
+    return (
+        "SELECT exchange, symbol, CAST(sum(n) AS BIGINT) AS events FROM ("
+        "SELECT exchange, symbol, max(n) AS n FROM ("
+        f"SELECT exchange, symbol, svoe_writer, {selected}, count(*) AS n FROM ({filled_sql(source)}) "
+        "GROUP BY ALL"
+        f") GROUP BY exchange, symbol, {aliases}"
+        ") GROUP BY exchange, symbol"
+    )
