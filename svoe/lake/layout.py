@@ -129,9 +129,9 @@ class LakeLocation:
         if not self.is_s3:
             return pafs.LocalFileSystem()
         endpoint = (
-            os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(
-                "WR_S3_ENDPOINT_URL"
-            )
+            os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get("WR_S3_ENDPOINT_URL")
         )
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         kwargs: dict[str, Any] = {"region": region}

@@ -183,7 +183,9 @@ class Lake:
         held = f"it holds them from {_iso(span[0])} to {_iso(span[1])}" if span else "it holds none"
         raise LakeError(f"no {what} received {window}: {held}")
 
-    def time_span(self, channel: str, exchange: str | None, symbols: Sequence[str] | None) -> tuple[float, float] | None:
+    def time_span(
+        self, channel: str, exchange: str | None, symbols: Sequence[str] | None
+    ) -> tuple[float, float] | None:
         """First and last receipt time of a selection, from row-group statistics where present."""
         blocks = self._blocks(channel, exchange, symbols, None)
         if not blocks:
@@ -228,7 +230,9 @@ class Lake:
         only their `receipt_timestamp` and `snapshot` columns are read."""
         blocks = self._blocks("l2_book", exchange, [symbol], None)
         day = dt.datetime.fromtimestamp(at, dt.UTC).date().isoformat()
-        candidates = [b for b in blocks if b.key.date <= day and int(b.key.first_id.split("-")[0]) / 1000 <= at + WRITER_SKEW]
+        candidates = [
+            b for b in blocks if b.key.date <= day and int(b.key.first_id.split("-")[0]) / 1000 <= at + WRITER_SKEW
+        ]
         candidates.sort(key=lambda b: int(b.key.first_id.split("-")[0]), reverse=True)
         found = (ds.field("snapshot") == True) & (ds.field("receipt_timestamp") <= at)  # noqa: E712
         for block in candidates:
@@ -245,7 +249,9 @@ class Lake:
         first = None if start is None else self.checkpoint(exchange, symbol, start)
         t0 = None if first is None else first - WRITER_SKEW
         try:
-            table = self.read("l2_book", exchange, [symbol], start=t0, end=math.nextafter(end, math.inf), keep_seen=True)
+            table = self.read(
+                "l2_book", exchange, [symbol], start=t0, end=math.nextafter(end, math.inf), keep_seen=True
+            )
         except LakeError:
             if t0 is None:
                 raise
@@ -265,7 +271,9 @@ class Lake:
             raise LakeError(f"no {exchange} {symbol} book at {_iso(t)}: {err}") from None
         except LakeError as err:
             if "received" in str(err):
-                raise LakeError(f"no {exchange} {symbol} book at {_iso(t)}: it is before the first l2_book event") from None
+                raise LakeError(
+                    f"no {exchange} {symbol} book at {_iso(t)}: it is before the first l2_book event"
+                ) from None
             raise
         return {"exchange": exchange, "symbol": symbol, "at": at, "bids": bids, "asks": asks}
 

@@ -57,14 +57,20 @@ class LakeScanner:
 
     def _list(self, base: str) -> list[pafs.FileInfo]:
         try:
-            infos: list[pafs.FileInfo] = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+            infos: list[pafs.FileInfo] = self.fs.get_file_info(
+                pafs.FileSelector(base, allow_not_found=True, recursive=True)
+            )
         except OSError as err:
-            raise LakeError(f"cannot list {self.location.uri(base.removeprefix(self.root).lstrip('/'))}: {err}") from None
+            raise LakeError(
+                f"cannot list {self.location.uri(base.removeprefix(self.root).lstrip('/'))}: {err}"
+            ) from None
         return infos
 
     def channels(self) -> list[str]:
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name in CHANNEL_SCHEMAS)
+        return sorted(
+            i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name in CHANNEL_SCHEMAS
+        )
 
     def blocks(
         self,

@@ -24,7 +24,9 @@ def _freeze(counts: defaultdict[str, defaultdict[str, defaultdict[str, int]]]) -
 def lake_counts(url: str, raw: bool = False) -> Counts:
     """{exchange: {channel: {symbol: n}}}. Raises LakeError for a missing lake or a foreign file."""
     scanner = LakeScanner(url)
-    counts: defaultdict[str, defaultdict[str, defaultdict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    counts: defaultdict[str, defaultdict[str, defaultdict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
     for channel in scanner.channels():
         blocks = scanner.blocks([channel])
         if not blocks:
@@ -59,7 +61,9 @@ def render_table(counts: Counts, unit: str = "events") -> str:
     header = ("exchange", "channel", "symbol", unit)
     lines.append("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:
-        lines.append("  ".join([*(str(c).ljust(w) for c, w in zip(r[:3], widths, strict=False)), f"{r[3]:>{widths[3]}}"]))
+        lines.append(
+            "  ".join([*(str(c).ljust(w) for c, w in zip(r[:3], widths, strict=False)), f"{r[3]:>{widths[3]}}"])
+        )
     for ex, totals in totals_by_channel(counts).items():
         lines.append(f"{ex} totals: " + ", ".join(f"{ch}={n}" for ch, n in totals.items()))
     return "\n".join(lines) + "\n"

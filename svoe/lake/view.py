@@ -34,9 +34,9 @@ def _identity(channel: str) -> str:
 
 
 def _identity_named(channel: str) -> list[str]:
-    """The identity's expressions. Where the exchange sends no event time, cryptofeed puts the receipt time in `timestamp`
-    (Binance spot tickers, for one): such a timestamp is the collector's, not the exchange's, and
-    is left out of the identity."""
+    """The identity's expressions. Where the exchange sends no event time, cryptofeed puts the
+    receipt time in `timestamp` (Binance spot tickers, for one): such a timestamp is the
+    collector's, not the exchange's, and is left out of the identity."""
     cols = []
     for c in identity_columns(channel):
         if c == "timestamp":

@@ -27,7 +27,9 @@ def _lake(root: Path) -> None:
     for writer, skip in (("pod-a", 0), ("pod-b", 2)):
         n = 6 - skip
         ids = [f"{int(T0 * 1000) + skip + i}-0" for i in range(n)]
-        rows = [orjson.dumps([T0 + skip + i, T0 + skip + i + 0.01, "sell", "1", "2", str(skip + i), None]) for i in range(n)]
+        rows = [
+            orjson.dumps([T0 + skip + i, T0 + skip + i + 0.01, "sell", "1", "2", str(skip + i), None]) for i in range(n)
+        ]
         key = BlockKey("trades", "BINANCE", "BTC-USDT", "2021-10-12", ids[0], writer)
         LocalLakeWriter(root).write_block(key, to_table("trades", ids, rows, writer))
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from svoe.lake import books
 from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
+from svoe.lake import books
 from svoe.lake.books import BookError, book_at, parse_interval, snapshots
 
 SEEDS = range(8)

@@ -88,7 +88,7 @@ def test_a_read_lists_only_its_partitions(tmp_path: Path) -> None:
     other.parent.mkdir(parents=True)
     other.write_bytes(b"not parquet")
     assert Lake(str(tmp_path)).read("trades", exchange="BINANCE", symbols=["BTC-USDT"]).num_rows == 1
-    with pytest.raises(LakeError, match="unreadable Parquet file .*ETH-USDT"):
+    with pytest.raises(LakeError, match=r"unreadable Parquet file .*ETH-USDT"):
         Lake(str(tmp_path)).read("trades")
 
 
@@ -129,7 +129,7 @@ def test_time_window_and_sql(tmp_path: Path) -> None:
                 "{lake}/x.parquet",
             ],
             "invalid interval",
-        ),  # fmt: skip
+        ),
         (
             [
                 "snapshots",
@@ -148,7 +148,7 @@ def test_time_window_and_sql(tmp_path: Path) -> None:
                 "{lake}/x.parquet",
             ],
             "it holds them from",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_input_exits_2_and_names_it(tmp_path: Path, args: list[str], message: str) -> None:
@@ -168,3 +168,42 @@ def test_unknown_channel_and_foreign_file(tmp_path: Path) -> None:
     res = svoe("lake", "stats", str(tmp_path))
     assert res.returncode == 2 and "is not a svoe trades block" in res.stderr and "other" in res.stderr
     assert CHANNEL_SCHEMAS["trades"].field("svoe_ms").type == pa.int64()
+
+
+def test_books_from_two_writers_rebuild_as_from_one(tmp_path: Path) -> None:
+    """Writer b starts late with its own snapshot and sees each delta 50 ms after writer a: the
+    view keeps a's copies, b's snapshot (a state a reached through deltas), and the book at every
+    instant is the one a alone gives."""
+    deltas = [([["10", str(k)]], [["11", "0"] if k == 3 else ["12", str(k)]]) for k in range(1, 7)]
+    state: tuple[dict[str, str], dict[str, str]] = ({"10": "5", "9": "1"}, {"11": "2"})
+    snapshot0 = [[[p, s] for p, s in state[0].items()], [[p, s] for p, s in state[1].items()]]
+    rows_a = [orjson.dumps([T0, T0, 0, 1, *snapshot0])]
+    rows_b: list[bytes] = []
+    expected: list[tuple[float, dict[str, float], dict[str, float]]] = []
+    for k, (bids, asks) in enumerate(deltas, start=1):
+        rows_a.append(orjson.dumps([T0 + k - 0.2, T0 + k, k, 0, bids, asks]))  # exchange time, then receipt
+        for side, levels in zip(state, (bids, asks), strict=True):
+            for p, s in levels:
+                if s == "0":
+                    side.pop(p)
+                else:
+                    side[p] = s
+        if k == 2:  # b's first book: the state after delta 2, fetched at T0 + 2.95
+            snap = [[[p, s] for p, s in state[0].items()], [[p, s] for p, s in state[1].items()]]
+            rows_b.append(orjson.dumps([T0 + 1.8, T0 + 2.95, 2, 1, *snap]))
+        if k >= 3:
+            rows_b.append(orjson.dumps([T0 + k - 0.2, T0 + k + 0.05, k, 0, bids, asks]))
+        expected.append(
+            (T0 + k + 0.5, {p: float(s) for p, s in state[0].items()}, {p: float(s) for p, s in state[1].items()})
+        )
+    ids_a = [f"{int((T0 + k) * 1000)}-0" for k in range(7)]
+    ids_b = [f"{int((T0 + 2.95) * 1000)}-0", *(f"{int((T0 + k + 0.05) * 1000)}-0" for k in range(3, 7))]
+    write(tmp_path, "a", "l2_book", "BTC-USDT", ids_a, rows_a)
+    write(tmp_path, "b", "l2_book", "BTC-USDT", ids_b, rows_b)
+    assert lake_counts(str(tmp_path), raw=True)["BINANCE"]["l2_book"]["BTC-USDT"] == 12
+    assert lake_counts(str(tmp_path))["BINANCE"]["l2_book"]["BTC-USDT"] == 8  # a's 7 and b's own snapshot
+    lake = Lake(str(tmp_path))
+    for at, bids, asks in expected:
+        book = lake.book("BINANCE", "BTC-USDT", at)
+        assert book["bids"] == sorted(([float(p), s] for p, s in bids.items()), reverse=True), at
+        assert book["asks"] == sorted([float(p), s] for p, s in asks.items()), at
