@@ -43,10 +43,21 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from svoe.feedpod.local_run import RunError, run_local
     from svoe.lake.stats import lake_counts, totals_by_channel
+    from svoe.replay.faults import Faults
 
     feed = _load(a.manifest, a.lake)
     try:
-        res = asyncio.run(run_local(feed, a.replay, a.redis, metrics_port=a.metrics_port, replay_speed=a.replay_speed))
+        faults = Faults.parse(a.replay_drop, a.replay_close_after)
+    except ValueError as err:
+        print(f"svoe run: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (a.replay_drop or a.replay_close_after) and not a.replay:
+        print("svoe run: --replay-drop and --replay-close-after need --replay CAPTURE_DIR", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        res = asyncio.run(
+            run_local(feed, a.replay, a.redis, metrics_port=a.metrics_port, replay_speed=a.replay_speed, faults=faults)
+        )
     except RunError as err:
         print(f"svoe run: {err}", file=sys.stderr)
         return 1
@@ -58,6 +69,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     try:
         totals = totals_by_channel(lake_counts(lake)).get(feed.spec.exchange, {})
         print("lake now holds: " + (", ".join(f"{ch}={n}" for ch, n in totals.items()) or "nothing"))
+        from svoe.lake import Lake
+        from svoe.lake.gaps import lake_gaps, summary
+
+        gaps, _ = lake_gaps(Lake(lake), feed.spec.exchange, start=res.started_at)
+        print(summary(gaps))
     except Exception as err:  # the summary is a courtesy; the run itself succeeded or failed above
         print(f"(could not read lake stats: {err})", file=sys.stderr)
     return res.exit_code
@@ -77,8 +93,14 @@ def cmd_aggregator(a: argparse.Namespace) -> int:
 
 def cmd_replay_serve(a: argparse.Namespace) -> int:
     from svoe.replay.cli import serve_main
+    from svoe.replay.faults import Faults
 
-    return serve_main(a.capture_dir, a.exchange, a.host, a.port, a.speed, a.loop)
+    try:
+        faults = Faults.parse(a.drop, a.close_after)
+    except ValueError as err:
+        print(f"svoe replay serve: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return serve_main(a.capture_dir, a.exchange, a.host, a.port, a.speed, a.loop, faults=faults)
 
 
 def cmd_bench_pipeline(a: argparse.Namespace) -> int:
@@ -148,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay-speed", type=float, default=None, help="replay at real time x SPEED (default: as fast as possible)"
     )
     r.add_argument(
+        "--replay-drop",
+        metavar="MATCH:N[@SKIP]",
+        help="fault: the replay drops N messages containing MATCH (after SKIP of them; default: mid-capture)",
+    )
+    r.add_argument("--replay-close-after", type=int, metavar="N", help="fault: the replay closes a connection after N")
+    r.add_argument(
         "--redis", metavar="URL", help="use this Redis (redis://, unix://) instead of a private redis-server"
     )
     r.add_argument(
@@ -183,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
     s.add_argument("--speed", type=float, default=None, help="real time x SPEED (default: as fast as possible)")
     s.add_argument("--loop", action="store_true", help="replay forever, rewriting sequence numbers")
+    s.add_argument(
+        "--drop", metavar="MATCH:N[@SKIP]", help="fault: drop N messages containing MATCH (default: mid-way)"
+    )
+    s.add_argument("--close-after", type=int, metavar="N", help="fault: close the connection sending message N")
     s.set_defaults(func=cmd_replay_serve)
 
     from svoe.lake.cli import add_lake_commands

@@ -66,6 +66,10 @@ def test_two_runs_side_by_side_then_a_third_hold_each_event_once(exchange: str, 
         assert "run finished" in stdout and "collected" in stderr
     assert "is in use, using" in outputs[0][1] + outputs[1][1]  # one of them moved off a busy default port
     assert lake_totals(str(lake)).get(exchange, {}) == expected
+    # No false positives: the unmodified capture has no gap, and each run says so.
+    assert all("no gaps" in stdout for stdout, _ in outputs), outputs[0][0]
+    gaps = svoe("lake", "gaps", str(lake), "--json")
+    assert gaps.returncode == 0 and json.loads(gaps.stdout) == [], gaps.stdout[:2000]
     third = svoe("run", str(manifests[0]), "--replay", str(captures))
     assert third.returncode == 0, third.stderr[-3000:]
     got = lake_totals(str(lake)).get(exchange, {})

@@ -28,6 +28,7 @@ from svoe.feedpod.redis_buffer import (
     CONSUMER,
     GROUP,
     PAYLOAD_FIELD,
+    buffer_streams,
     collector_key,
     heartbeat_key,
     raw_pipeline,
@@ -68,7 +69,7 @@ class Aggregator:
         self.writer = writer
         self.publisher = publisher
         self.streams: dict[str, _Stream] = {}
-        for ch, sym in feed.streams():
+        for ch, sym in buffer_streams(feed):
             key = stream_key(self.exchange, ch, sym)
             self.streams[key] = _Stream(key, ch, sym, topic(self.exchange, ch, sym))
         self.rows_written = 0

@@ -7,9 +7,11 @@ Runs as the pod's `collector` container and as a process of `svoe run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +20,8 @@ from typing import Any
 from svoe.api import DataFeed
 from svoe.feedpod import metrics
 from svoe.feedpod.endpoints import redirected_feed_class
-from svoe.feedpod.events import SIMPLE_ENCODERS, encode_book
-from svoe.feedpod.redis_buffer import StreamWriter, stream_key
+from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, SIMPLE_ENCODERS, encode_book, encode_feed_event
+from svoe.feedpod.redis_buffer import StreamWriter, buffer_streams, stream_key
 
 LOG = logging.getLogger(__name__)
 
@@ -43,18 +45,22 @@ class _CryptofeedLogWatcher(logging.Handler):
     """cryptofeed reports some problems only as warnings: a book gap before it drops and refetches
     the book, and a message it does not understand before it skips it."""
 
-    def __init__(self, exchange: str) -> None:
+    def __init__(self, collector: Collector) -> None:
         super().__init__(logging.WARNING)
-        self.exchange = exchange
+        self.collector = collector
+        self.exchange = collector.exchange
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if "missing book update" in msg or ("sequence" in msg.lower() and "gap" in msg.lower()):
             # "EXCHANGE: SYMBOL missing book update detected, resetting book"
             parts = msg.split(":", 1)[1].split() if ":" in msg else []
-            metrics.SEQUENCE_GAPS.labels(self.exchange, parts[0] if parts else "unknown").inc()
+            symbol = parts[0] if parts else "unknown"
+            metrics.SEQUENCE_GAPS.labels(self.exchange, symbol).inc()
+            self.collector.book_gap(symbol, msg)
         elif "Unexpected message" in msg or "unknown message" in msg.lower():
             metrics.MALFORMED.labels(self.exchange).inc()
+            self.collector.record("malformed", detail={"error": msg[:300]})
 
 
 class Collector:
@@ -72,8 +78,52 @@ class Collector:
             (ch, sym): stream_key(self.exchange, ch, sym) for ch, sym in feed.streams()
         }
         self.unsubscribed = 0
+        self._events_key = stream_key(self.exchange, FEED_EVENTS, FEED_SYMBOL)
+        self._last_seq: dict[str, Any] = {}  # symbol -> sequence number of its last book event
+        self.stopping = False
         self.events = 0
         self.messages = 0  # exchange messages handled, parsed or not
+
+    # ---- the feed's own events ---------------------------------------------------------------
+    def record(self, kind: str, channel: str | None = None, symbol: str | None = None, **detail: Any) -> None:
+        """A feed event (events.py FEED_EVENT_KINDS) into the buffer, in order with market data."""
+        payload = encode_feed_event(kind, time.time(), channel, symbol, detail.get("detail", detail))
+        self.writer.append_nowait(self._events_key, FEED_EVENTS, payload)
+
+    def book_gap(self, symbol: str, message: str) -> None:
+        book = "l3_book" if "l3_book" in self.spec.channels and "l2_book" not in self.spec.channels else "l2_book"
+        self.record("gap", book, symbol, seq_before=self._last_seq.get(symbol), message=message[:300])
+
+    def _connection_streams(self, conn: Any) -> list[list[str]] | None:
+        """The normalized streams a connection carries, or None when they cannot be told."""
+        sub = getattr(conn, "subscription", None)
+        if not sub or self.feed_obj is None:
+            return None
+        out: list[list[str]] = []
+        try:
+            for ch, syms in sub.items():
+                std_ch = self.feed_obj.exchange_channel_to_std(ch)
+                out.extend([std_ch, self.feed_obj.exchange_symbol_to_std_symbol(sym)] for sym in syms)
+        except Exception:  # an exchange whose subscription keys are not plain channel/symbol names
+            return None
+        return out
+
+    def _watch_connection(self, conn: Any) -> None:
+        """Record when the connection opens and when it closes while the feed is meant to run."""
+        opened = conn.connect
+        collector = self
+
+        @contextlib.asynccontextmanager
+        async def connect() -> Any:
+            async with opened() as c:
+                collector.record("connect", connection=conn.id, streams=collector._connection_streams(conn))
+                try:
+                    yield c
+                finally:
+                    if not collector.stopping:
+                        collector.record("disconnect", connection=conn.id, streams=collector._connection_streams(conn))
+
+        conn.connect = connect
 
     # ---- callbacks -------------------------------------------------------------------------
     def _key(self, channel: str, symbol: str) -> str | None:
@@ -121,7 +171,9 @@ class Collector:
                 seen = self._snapshots.get(k, 0)
                 if seen:
                     metrics.BOOK_RESYNCS.labels(exchange, symbol).inc()
+                    self.record("resync", channel, symbol, seq_after=book.sequence_number)
                 self._snapshots[k] = seen + 1
+            self._last_seq[symbol] = book.sequence_number
             await append(key, channel, encode_book(book, receipt_ts, full, depth, l3))
 
         return cb
@@ -150,7 +202,11 @@ class Collector:
             """Counts and skips malformed messages instead of letting one kill the connection."""
 
             def connect(self) -> list[tuple[Any, Any, Any]]:
-                return [(conn, sub, collector._guard(handler)) for conn, sub, handler in super().connect()]
+                out = []
+                for conn, sub, handler in super().connect():
+                    collector._watch_connection(conn)
+                    out.append((conn, sub, collector._guard(handler)))
+                return out
 
         kwargs: dict[str, Any] = {
             "symbols": list(self.spec.symbols),
@@ -175,12 +231,15 @@ class Collector:
             try:
                 await handler(msg, conn, ts)
             except resync as err:
-                metrics.SEQUENCE_GAPS.labels(exchange, getattr(err, "symbol", "unknown")).inc()
+                symbol = getattr(err, "symbol", "unknown")
+                metrics.SEQUENCE_GAPS.labels(exchange, symbol).inc()
+                self.book_gap(symbol, str(err))
                 raise
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as err:
                 metrics.MALFORMED.labels(exchange).inc()
+                self.record("malformed", detail={"error": f"{type(err).__name__}: {err}"[:300]})
                 LOG.warning("%s: skipped a message that failed to parse: %.300r", exchange, msg, exc_info=True)
 
         return guarded
@@ -202,9 +261,11 @@ async def run_collector(
 
     client = redis_buffer.connect(redis_url)
     writer = StreamWriter(client, feed.spec.exchange)
-    await writer.start(stream_key(feed.spec.exchange, c, s) for c, s in feed.streams())
+    await writer.start(stream_key(feed.spec.exchange, c, s) for c, s in buffer_streams(feed))
     collector = Collector(feed, writer)
-    logging.getLogger("cryptofeed").addHandler(_CryptofeedLogWatcher(feed.spec.exchange))
+    writer.on_backpressure = lambda on: collector.record("backpressure_on" if on else "backpressure_off")
+    collector.record("start", pid=os.getpid(), streams=[list(s) for s in feed.streams()])
+    logging.getLogger("cryptofeed").addHandler(_CryptofeedLogWatcher(collector))
     cf = collector.build_feed()
     gc.freeze()  # start-up objects leave the GC's generations: shorter pauses on the hot path
     if on_ready is not None:
@@ -216,6 +277,7 @@ async def run_collector(
     failure: BaseException | None = None
     if task.done() and not stop.is_set():
         failure = task.exception() or RuntimeError("the feed stopped by itself")
+    collector.stopping = True
     feed_stop.set()
     try:
         await asyncio.wait_for(task, timeout=15)
@@ -224,6 +286,7 @@ async def run_collector(
             LOG.warning("feed shutdown raised", exc_info=True)
     stopper.cancel()
     metrics.FEED_CONNECTED.labels(feed.spec.exchange).set(0)
+    collector.record("stop", failed=failure is not None)
     # Whatever was collected before a failure is still written to Redis first.
     await writer.close()
     await client.aclose()

@@ -39,7 +39,29 @@ CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
     "liquidations": ("timestamp", "receipt_timestamp", "side", "quantity", "price", "id", "status"),
     "l2_book": ("timestamp", "receipt_timestamp", "sequence_number", "snapshot", "bids", "asks"),
     "l3_book": ("timestamp", "receipt_timestamp", "sequence_number", "snapshot", "bids", "asks"),
+    # What happened to the feed itself (docs/lake-schema.md, "Feed events"); see encode_feed_event.
+    "feed_events": ("timestamp", "receipt_timestamp", "kind", "event_channel", "event_symbol", "detail"),
 }
+
+# The feed's own events go through the buffer like market data, in one stream per feed whose
+# `symbol` is this placeholder (the affected symbol, if any, is a column of the event).
+FEED_EVENTS = "feed_events"
+FEED_SYMBOL = "_feed"
+FEED_EVENT_KINDS = (
+    "start",  # the collector started (detail: pid, streams)
+    "stop",  # it stopped cleanly, after writing out its buffer
+    "connect",  # a websocket connection opened and subscribed (detail: connection, streams)
+    "disconnect",  # it closed while the collector was running
+    "gap",  # cryptofeed found a book sequence gap and dropped the book (detail: seq_before)
+    "resync",  # a book snapshot after the first of its symbol (detail: seq_after)
+    "malformed",  # a message failed to parse and was skipped (detail: error)
+    "backpressure_on",  # the Redis buffer is full: the feed's reading waits
+    "backpressure_off",
+)
+
+
+def encode_feed_event(kind: str, at: float, channel: str | None, symbol: str | None, detail: dict[str, Any]) -> bytes:
+    return _dumps([None, at, kind, channel, symbol, orjson.dumps(detail, default=str).decode()])
 
 
 def _dumps(v: list[Any]) -> bytes:

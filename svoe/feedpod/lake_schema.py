@@ -55,6 +55,16 @@ CHANNEL_SCHEMAS: dict[str, pa.Schema] = {
         [*_COMMON, ("mark_price", _F64), ("rate", _F64), ("next_funding_time", _F64), ("predicted_rate", _F64)]
     ),
     "open_interest": pa.schema([*_COMMON, ("open_interest", _F64)]),
+    # The feed's own events (svoe/feedpod/events.py FEED_EVENT_KINDS); `detail` is a JSON object.
+    "feed_events": pa.schema(
+        [
+            *_COMMON,
+            ("kind", pa.string()),
+            ("event_channel", pa.string()),
+            ("event_symbol", pa.string()),
+            ("detail", pa.string()),
+        ]
+    ),
     "liquidations": pa.schema(
         [
             *_COMMON,

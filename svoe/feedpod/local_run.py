@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from svoe.api import DataFeed
-from svoe.feedpod.redis_buffer import collector_key, stats_key, stream_key, writer_key
+from svoe.feedpod.redis_buffer import buffer_streams, collector_key, stats_key, stream_key, writer_key
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
 
 
@@ -107,7 +107,7 @@ async def writer_for_run(client: aioredis.Redis, feed: DataFeed) -> str:
     stored = await client.get(key)
     if stored is not None:
         pipe = client.pipeline(transaction=False)
-        for ch, sym in feed.streams():
+        for ch, sym in buffer_streams(feed):
             pipe.xinfo_groups(stream_key(feed.spec.exchange, ch, sym))
         unflushed = 0
         for groups in await pipe.execute(raise_on_error=False):
@@ -229,6 +229,7 @@ class RunResult:
     flushed: int
     seconds: float
     exit_code: int
+    started_at: float = 0.0  # wall clock, epoch seconds
 
 
 async def _counts(client: aioredis.Redis, exchange: str) -> tuple[int, int]:
@@ -243,13 +244,16 @@ async def run_local(
     metrics_port: int | None = None,
     replay_speed: float | None = None,
     out: TextIO = sys.stderr,
+    faults: Any = None,
 ) -> RunResult:
     """`metrics_port` None: 8080, or a free port when 8080 is taken; 0: a free port."""
     started = time.monotonic()
     lock = PortLock()
     bound: list[tuple[int, str]] = []
     try:
-        return await _run_local(feed, replay_dir, redis_url, metrics_port, replay_speed, out, started, lock, bound)
+        return await _run_local(
+            feed, replay_dir, redis_url, metrics_port, replay_speed, out, started, lock, bound, faults
+        )
     finally:
         lock.release()
 
@@ -264,6 +268,7 @@ async def _run_local(
     started: float,
     lock: PortLock,
     bound: list[tuple[int, str]],
+    faults: Any,
 ) -> RunResult:
     metrics_port, note = choose_port(metrics_port, 8080, "/metrics", "--metrics-port")
     notes = [note] if note else []
@@ -292,7 +297,7 @@ async def _run_local(
         if replay_dir is not None:
             from svoe.replay import ReplayServer
 
-            server = ReplayServer(replay_dir, feed.spec.exchange, speed=replay_speed)
+            server = ReplayServer(replay_dir, feed.spec.exchange, speed=replay_speed, faults=faults)
             await server.start()
             doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
             doc["spec"]["endpoints"] = {"websocket": server.ws_base, "rest": server.rest_base, "caFile": server.ca_file}
@@ -368,7 +373,9 @@ async def _run_local(
         progress.show(f"collected {collected:,} events | flushed {flushed:,} rows", force=True)
         progress.done()
         await client.aclose()
-        return RunResult(collected, flushed, time.monotonic() - started, exit_code)
+        return RunResult(
+            collected, flushed, time.monotonic() - started, exit_code, time.time() - (time.monotonic() - started)
+        )
     finally:
         for p in procs:
             await _stop_child(p, timeout=30)

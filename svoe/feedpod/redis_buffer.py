@@ -22,7 +22,9 @@ import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from svoe.api import DataFeed
 from svoe.feedpod import metrics
+from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ _APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
 
 def stream_key(exchange: str, channel: str, symbol: str) -> str:
     return f"svoe:{exchange}:{channel}:{symbol}"
+
+
+def buffer_streams(feed: DataFeed) -> list[tuple[str, str]]:
+    """Every (channel, symbol) stream of the buffer: the feed's market data and its own events."""
+    return [*feed.streams(), (FEED_EVENTS, FEED_SYMBOL)]
 
 
 def parse_stream_key(key: str) -> tuple[str, str, str]:
@@ -142,6 +149,8 @@ class StreamWriter:
     redis_ok: bool = False
     _latency_children: dict[str, Any] = field(default_factory=dict)
     _series_children: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # Called with True when backpressure starts and False when it ends (a feed event).
+    on_backpressure: Any = None
 
     @property
     def stats_key(self) -> str:
@@ -183,8 +192,16 @@ class StreamWriter:
         if len(self._buf) >= self.high_water:
             # Backpressure: the feed's read loop waits here, so the exchange socket fills up
             # instead of this process's memory, and nothing is dropped.
+            if self._room.is_set() and self.on_backpressure is not None:
+                self.on_backpressure(True)
             self._room.clear()
             await self._room.wait()
+
+    def append_nowait(self, key: str, channel: str, payload: bytes) -> None:
+        """Append without waiting for room: for the feed's own rare events, which must not block
+        (they are recorded from logging handlers and from inside backpressure itself)."""
+        self._buf.append(_Pending(key, self._next_id(key), payload, channel, time.perf_counter()))
+        self._wake.set()
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -211,6 +228,8 @@ class StreamWriter:
                 backoff = min(backoff * 2, 2.0)
                 continue
             if len(self._buf) < self.high_water:
+                if not self._room.is_set() and self.on_backpressure is not None:
+                    self.on_backpressure(False)
                 self._room.set()
 
     async def _write(self, batch: list[_Pending]) -> None:
@@ -241,7 +260,8 @@ class StreamWriter:
         per event was a measurable share of the collector's cost per event."""
         per_key: dict[str, int] = {}
         for p in batch:
-            per_key[p.key] = per_key.get(p.key, 0) + 1
+            if p.channel != FEED_EVENTS:  # the feed's own events are not market data
+                per_key[p.key] = per_key.get(p.key, 0) + 1
         now = time.time()
         for key, n in per_key.items():
             events, last = self._series(key)

@@ -107,6 +107,28 @@ def cmd_snapshots(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gaps(a: argparse.Namespace) -> int:
+    from svoe.lake import Lake
+    from svoe.lake.gaps import lake_gaps, render_table
+    from svoe.lake.reader import parse_time
+    from svoe.lake.scan import LakeError
+
+    try:
+        start = None if a.start is None else parse_time(a.start, "--start")
+        end = None if a.end is None else parse_time(a.end, "--end")
+        gaps, silent = lake_gaps(Lake(a.lake_url), a.exchange, a.symbol, start, end)
+    except LakeError as err:
+        return _fail("gaps", err)
+    for ex in silent:
+        print(f"svoe lake gaps: {ex} has no feed events (written by an older svoe): its gaps cannot be told",
+              file=sys.stderr)  # fmt: skip
+    if a.json:
+        print(json.dumps([g.as_json() for g in gaps]))
+    else:
+        sys.stdout.write(render_table(gaps))
+    return 0
+
+
 def add_lake_commands(sub: Any) -> None:
     lk = sub.add_parser(
         "lake",
@@ -142,6 +164,23 @@ def add_lake_commands(sub: Any) -> None:
     q.add_argument("--athena", metavar="WORKGROUP", help="run in Athena through awswrangler, in this workgroup")
     q.add_argument("--database", help="Glue database for --athena (spec.storage.glueDatabase)")
     q.set_defaults(func=cmd_sql)
+
+    g = lk.add_parser(
+        "gaps",
+        help="intervals in which a stream's data may be missing or wrong",
+        description="List every interval in which a stream's data may be missing or wrong, from the feed events the "
+        "collectors recorded: sequence gaps on books (until the book is valid again), disconnects (until the "
+        "stream's next event) and stretches with no collector running. Over redundant collectors a window is a gap "
+        "only if every one of them missed it. Times are epoch seconds; end is null while a gap is still open.",
+    )
+    g.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
+    g.add_argument("--exchange", help="only this exchange")
+    g.add_argument("--symbol", help="only this symbol")
+    g.add_argument("--start", help="only gaps that end after this time (epoch seconds or ISO-8601)")
+    g.add_argument("--end", help="only gaps that start before this time")
+    g.add_argument("--json", action="store_true", help="print a JSON list of {exchange, channel, symbol, kind, start, "
+                   "end, detail}")  # fmt: skip
+    g.set_defaults(func=cmd_gaps)
 
     b = lk.add_parser(
         "book",

@@ -10,6 +10,7 @@ from contextlib import suppress
 from typing import TextIO
 
 from svoe.replay.capture import REFERENCE_FEED_OPTIONS, CaptureError, capture_subscription
+from svoe.replay.faults import Faults
 from svoe.replay.sequencing import LoopNotSupported
 from svoe.replay.server import ReplayServer
 
@@ -27,13 +28,14 @@ def serve_main(
     speed: float | None,
     loop: bool,
     out: TextIO | None = None,
+    faults: Faults | None = None,
 ) -> int:
     """Serve ``exchange`` from ``capture_dir`` until Ctrl-C/SIGTERM. Exit 0, or 2 on bad input."""
     stream = out if out is not None else sys.stdout
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server = ReplayServer(capture_dir, exchange, speed=speed, loop=loop, host=host, port=port)
+        server = ReplayServer(capture_dir, exchange, speed=speed, loop=loop, host=host, port=port, faults=faults)
     except LoopNotSupported as exc:
         print(f"svoe replay serve: --loop: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 
 from svoe.replay.capture import PATH_ALIASES, Capture, RestIndex, WsStream, load_capture
+from svoe.replay.faults import Faults
 from svoe.replay.sequencing import Sequencer, sequencer_for
 
 LOG = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class ReplayServer:
         port: int = 0,
         *,
         settle: float = 0.25,
+        faults: Faults | None = None,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be a positive number (or None for as fast as possible), got {speed!r}")
@@ -105,6 +107,9 @@ class ReplayServer:
         self.port = port
         self.settle = settle
         self._sequencer: Sequencer = sequencer_for(self.capture, loop)
+        self.faults = faults or Faults()
+        if self.faults.drop_match is not None:
+            self.faults.resolve([_text(m.data) for st in self.capture.streams for m in st.messages])
         self._rest = RestIndex(self.capture.http_answers, PATH_ALIASES.get(exchange))
         self._cursors = [
             _Cursor(i, s, s.path.split("?", 1)[0], bool(s.client_frames), done=not s.messages)
@@ -414,6 +419,9 @@ class ReplayServer:
                     if conn.closed or cursor.owner is not conn:
                         continue
             data = self._sequencer.rewrite(cursor.index, cursor.position, cursor.loop, message)
+            if self.faults.drop_match is not None and self.faults.drops(_text(data)):
+                self._advance(cursor)  # never sent, as if lost on the way
+                continue
             try:
                 if isinstance(data, bytes):
                     await conn.ws.send_bytes(data)
@@ -428,6 +436,12 @@ class ReplayServer:
             cursor.sent += 1
             self.sent += 1
             self._advance(cursor)
+            if self.faults.closes(self.sent):
+                LOG.info(
+                    "replay %s: closing connection #%d after message %d (fault)", self.exchange, conn.number, self.sent
+                )
+                await conn.ws.close(code=1012, message=b"replay fault: connection closed")
+                return
             burst += 1
             if burst >= _YIELD_EVERY:
                 burst = 0
@@ -454,6 +468,10 @@ class ReplayServer:
         if all(c.done for c in self._cursors):
             LOG.info("replay %s: every stream sent (%d messages)", self.exchange, self.sent)
             self.exhausted.set()
+
+
+def _text(data: str | bytes) -> str:
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
 
 
 def _tls_material(directory: Path, host: str) -> tuple[ssl.SSLContext, Path]:
