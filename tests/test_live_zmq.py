@@ -9,7 +9,7 @@ from pathlib import Path
 
 import zmq
 
-from svoe.feedpod.events import decode
+from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, decode
 from svoe.replay import reference_counts
 from tests.pipeline_support import capture_manifest, free_port, svoe, write_manifest
 
@@ -21,6 +21,7 @@ def test_zmq_subscriber_receives_every_event(captures: Path, tmp_path: Path) -> 
     manifest = write_manifest(tmp_path / "feed.yaml", doc)
 
     counts: Counter[str] = Counter()
+    feed_kinds: list[str] = []
     ids: set[tuple[bytes, bytes]] = set()
     topics_ok = True
     stop = threading.Event()
@@ -38,6 +39,10 @@ def test_zmq_subscriber_receives_every_event(captures: Path, tmp_path: Path) -> 
             except zmq.Again:
                 continue
             ex, channel, symbol = topic.decode().split(".", 2)
+            if channel == FEED_EVENTS:  # the feed's own events go live too, under EX.feed_events._feed
+                feed_kinds.append(decode(channel, payload)["kind"])
+                topics_ok &= symbol == FEED_SYMBOL
+                continue
             topics_ok &= ex == exchange and symbol in doc["spec"]["symbols"]
             decode(channel, payload)  # every payload decodes with the channel's field list
             ids.add((topic, entry_id))
@@ -56,3 +61,4 @@ def test_zmq_subscriber_receives_every_event(captures: Path, tmp_path: Path) -> 
     assert dict(counts) == expected
     assert topics_ok
     assert len(ids) == sum(counts.values())  # each event once, with its stream id
+    assert feed_kinds[:2] == ["start", "connect"], feed_kinds
