@@ -6,7 +6,7 @@ them deletes, a few of absent levels) while the mid price random-walks, receipt 
 hour, and a full-book snapshot row every `SNAPSHOT_EVERY` rows (as `spec.book.snapshotInterval`
 writes them). In the same run, best of `repeat`, two implementations do the same job, Parquet in,
 Parquet out:
-  svoe      svoe.lake.books.snapshots (dense price ids; numpy or list loop per tick)
+  svoe      svoe.lake.books.snapshots (dense price ids; batched numpy, no Python per tick)
   baseline  a plain-Python dict rebuild: to_pylist, dict per side, heapq top-N at each tick
 Both outputs are compared. Level updates/s = level entries in all rows / seconds, by wall clock and
 per CPU-second (time.process_time: CPU of this process, all threads; both run in it in turn).

@@ -10,10 +10,14 @@ A row counts at time t once it and every row before it have receipt_timestamp <=
     parse_interval("100ms") -> 0.1
 
 How it is fast: numpy maps every price once to a dense id in price order and works out, per tick,
-which rows still matter (a later snapshot row makes earlier ones irrelevant). A book side is then an
-array of sizes indexed by id, and its best levels are a short scan from the side's edge instead of a
-sort. The rows up to each tick are applied by one numpy assignment when a tick has many entries, or
-by a plain Python loop over lists when it has few and numpy's per-call cost would dominate. Nothing
+which rows still matter (a later snapshot row makes earlier ones irrelevant). Ticks with the same
+rows share a segment, solved once and repeated by a numpy take. Segments are solved in batches with
+no Python work per tick or per level: a batch is a matrix, one row per segment and one column per
+level id in a window from the touch, whose cells hold the position of the level's latest entry up to
+that segment (entries scattered into their rows, then a running maximum down the columns). The live
+cells of a row, in column order, are its best levels, so every tick's top `depth` comes out of one
+`flatnonzero`. The window starts at a bound on the batch's best level and adapts its width to the
+book; a tick whose levels lie beyond it ends the batch early, and the rest is retried wider. Nothing
 is converted per level to Decimal or Arrow scalars, and no dict of float prices is ever sorted.
 """
 
@@ -23,7 +27,6 @@ import math
 import re
 from bisect import bisect_right
 from fractions import Fraction
-from itertools import islice
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +40,11 @@ Levels = list[list[float]]
 SIDES = ("bid", "ask")
 # Above this many ticks the output would not fit in memory anyway; fail early with a clear message.
 MAX_TICKS = 50_000_000
-# Above this many level entries per tick (per side), applying a tick with numpy calls is faster than
-# a Python loop over its entries: measured crossover ~80 on svoe.bench.lake's synthetic book
-# (snapshots of depth 10 every 0.1 s to 60 s), on a 2-core x86 VM.
-NUMPY_ENTRIES_PER_SEGMENT = 80
-# Entries turned into Python objects at once by the Python loop, to bound its memory.
-BATCH_ENTRIES = 1 << 18
+# Cells (segments x level ids) of the matrix a batch of ticks is solved in: enough ticks per batch
+# that numpy's per-call cost is spread thin, few enough that the touch moves little within one.
+BATCH_CELLS = 1 << 15
+# Level ids beyond `depth` in the first window from the touch; windows then adapt to the book.
+MIN_WIDTH = 16
 
 
 class BookError(ValueError):
@@ -79,7 +81,7 @@ class _Timeline:
 
     def __init__(self, table: pa.Table) -> None:
         n = table.num_rows
-        ts = _doubles(table.column("receipt_timestamp"))
+        ts = _doubles(table.column("receipt_timestamp"), writable=True)
         ts[np.isnan(ts)] = -np.inf
         # Rows are applied in event order, so a row counts at a tick only once every row before it
         # does: a running maximum turns a slightly non-monotonic clock into a usable prefix.
@@ -95,8 +97,9 @@ class _Timeline:
         return r, int(self.last_snap[r - 1]) if r else -1
 
 
-def _doubles(column: pa.ChunkedArray | pa.Array) -> FloatArray:
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64).copy()
+def _doubles(column: pa.ChunkedArray | pa.Array, writable: bool = False) -> FloatArray:
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return values.copy() if writable else values
 
 
 def _factor(prices: FloatArray) -> tuple[FloatArray, IntArray]:
@@ -131,131 +134,123 @@ class _Side:
             raise BookError(f"row {row}: {side}_price and {side}_size have different lengths")
         prices = _doubles(pc.list_flatten(price_col))
         sizes = _doubles(pc.list_flatten(size_col))
-        keep = np.repeat(row_keep, counts) & np.isfinite(prices)
-        entry_seg = np.repeat(row_seg, counts)[keep]
-        self.levels, self.pid = _factor(prices[keep])
-        self.val: FloatArray = sizes[keep]
+        keep = np.repeat(row_keep, counts)
+        finite = np.isfinite(prices)
+        if finite.all():
+            # Rows keep all their entries or none: count kept entries per row, not per entry.
+            kept_before = np.r_[0, np.cumsum(np.where(row_keep, counts, 0))]
+        else:
+            keep &= finite
+            kept_before = np.r_[0, np.cumsum(keep)][np.r_[0, np.cumsum(counts)]]
+        # Entries are in row order, hence in segment order: segment g is entries bounds[g]:bounds[g+1],
+        # counted from the kept entries before each segment's first row.
+        first_rows = np.searchsorted(row_seg, np.arange(segments + 1, dtype=np.intp))
+        self.bounds: IntArray = kept_before[first_rows].astype(np.intp)
+        self.levels, self.pid = _factor(prices if keep.all() else prices[keep])
+        # Entry -1 (a level with no entry since the reset) reads as size 0, so gathers need no mask.
+        self.val: FloatArray = np.empty(self.pid.size + 1)
+        np.compress(keep, sizes, out=self.val[:-1])
+        self.val[-1] = 0.0
+        self.live_at = self.val > 0
+        self.positions: IntArray = np.arange(self.pid.size, dtype=np.intp)
         self.segments = segments
-        # Entries are in row order, hence in segment order: segment g is entries bounds[g]:bounds[g+1].
-        self.bounds: IntArray = np.searchsorted(entry_seg, np.arange(segments + 1)).astype(np.intp)
+        self.entry_seg: IntArray = np.repeat(np.arange(segments, dtype=np.intp), np.diff(self.bounds))
         self.descending = descending
-        # `edge` bounds the best live level (bids: no live id above it; asks: none below), so the best
-        # levels are a short scan from it. Per segment, the furthest id its entries may make live:
+        # Per segment, the furthest id its entries may make live (bids: the highest, asks: the lowest):
+        # with the previous best level, it bounds where a batch's best levels can be.
         self.empty_edge = -1 if descending else self.levels.size
         self.seg_edge: IntArray = np.full(segments, self.empty_edge, dtype=np.intp)
-        live = np.where(self.val > 0, self.pid, self.empty_edge)
+        live = np.where(self.live_at[:-1], self.pid, self.empty_edge)
         starts = self.bounds[:-1]
         filled = starts < self.bounds[1:]
         if filled.any():
             reduce = np.maximum if descending else np.minimum
             self.seg_edge[filled] = reduce.reduceat(live, starts[filled])
 
-    def replay(self, resets: list[bool], depth: int) -> tuple[IntArray, FloatArray]:
+    def replay(self, resets: npt.NDArray[np.bool_], depth: int) -> tuple[IntArray, FloatArray]:
         """Per segment, after applying it: (ids, sizes) of the best `depth` live levels, best first,
         padded with -1 and NaN. Segment g starts with a reset when resets[g] (it holds a snapshot row).
         """
-        ids = np.full((self.segments, depth), -1, dtype=np.intp)
-        sizes = np.full((self.segments, depth), np.nan)
-        if depth and self.segments:
-            busy = self.pid.size >= NUMPY_ENTRIES_PER_SEGMENT * self.segments
-            (self._replay_numpy if busy else self._replay_python)(resets, depth, ids, sizes)
-        return ids, sizes
-
-    def _replay_python(self, resets: list[bool], depth: int, ids_out: IntArray, sizes_out: FloatArray) -> None:
-        # Few entries per tick: numpy's ~1 us per call would dominate, while over dense ids a level
-        # update is one list store and the best levels a short scan, ~50 ns a step in Python.
-        n_levels, empty, descending = self.levels.size, self.empty_edge, self.descending
-        step, stop = (-1, -1) if descending else (1, n_levels)
-        bounds, seg_edge = self.bounds.tolist(), self.seg_edge.tolist()
-        sizes = [0.0] * n_levels
-        edge, written_from, g = empty, 0, 0
+        ids_out = np.full((self.segments, depth), -1, dtype=np.intp)
+        sizes_out = np.full((self.segments, depth), np.nan)
+        if not (depth and self.segments and self.levels.size):
+            return ids_out, sizes_out
+        empty, descending = self.empty_edge, self.descending
+        # The book between batches: per level, the position of its latest entry. Positions only grow,
+        # so applying entries is a maximum; those before `since` (the last reset's first entry) are void.
+        stamp = np.full(self.levels.size, -1, dtype=np.intp)
+        since, best, width = 0, empty, depth + MIN_WIDTH
+        breaks = [*np.flatnonzero(resets).tolist(), self.segments]
+        g = 0
         while g < self.segments:
-            # Python objects are made for a batch of ticks at a time: a day of entries (and of
-            # results) as Python lists would take gigabytes.
-            batch_end = max(g + 1, bisect_right(bounds, bounds[g] + BATCH_ENTRIES) - 1)
-            lo = bounds[g]
-            span = slice(lo, bounds[batch_end])
-            entries = zip(self.pid[span].tolist(), self.val[span].tolist(), strict=True)
-            found_ids: list[int] = []
-            found_sizes: list[float] = []
-            counts: list[int] = []
-            for seg in range(g, batch_end):
-                hi = bounds[seg + 1]
-                if resets[seg]:
-                    # Zero what was written since the last reset when that is cheaper than a new list.
-                    if lo - written_from < n_levels:
-                        for p in self.pid[written_from:lo].tolist():
-                            sizes[p] = 0.0
-                    else:
-                        sizes = [0.0] * n_levels
-                    edge, written_from = empty, lo
-                for p, v in islice(entries, hi - lo):
-                    sizes[p] = v
-                lo = hi
-                e = seg_edge[seg]
-                if (e > edge) if descending else (e < edge):
-                    edge = e
-                i, k = edge, 0
-                while i != stop:
-                    size = sizes[i]
-                    if size > 0.0:
-                        found_ids.append(i)
-                        found_sizes.append(size)
-                        k += 1
-                        if k == depth:
-                            break
-                    i += step
-                # The best live level is the new edge, so deletes at the top are not scanned again.
-                edge = found_ids[-k] if k else empty
-                counts.append(k)
-            per_seg = np.array(counts, dtype=np.intp)
-            rows = np.repeat(np.arange(g, batch_end), per_seg)
-            cols = np.arange(rows.size) - np.repeat(np.cumsum(per_seg) - per_seg, per_seg)
-            ids_out[rows, cols] = found_ids
-            sizes_out[rows, cols] = found_sizes
-            g = batch_end
+            if resets[g]:
+                since, best = int(self.bounds[g]), empty
+            # A batch never crosses a reset, so one `since` holds for all of it.
+            stop = min(g + max(1, BATCH_CELLS // width), breaks[bisect_right(breaks, g)])
+            edges = self.seg_edge[g:stop]
+            # No id beyond `top` is live in the batch: it bounds the previous best and every id the
+            # batch's entries make live. Without one, every book in the batch is empty.
+            top = max(best, int(edges.max())) if descending else min(best, int(edges.min()))
+            if top != empty:
+                done, width = self._solve(g, stop, top, width, since, stamp, ids_out, sizes_out)
+                if not done:
+                    continue
+                stop = g + done
+                best = int(ids_out[stop - 1, 0]) if ids_out[stop - 1, 0] >= 0 else empty
+            lo, hi = int(self.bounds[g]), int(self.bounds[stop])
+            np.maximum.at(stamp, self.pid[lo:hi], self.positions[lo:hi])
+            g = stop
+        return ids_out, sizes_out
 
-    def _replay_numpy(self, resets: list[bool], depth: int, ids_out: IntArray, sizes_out: FloatArray) -> None:
-        # Many entries per tick: one fancy assignment per tick beats a Python store per level.
-        n_levels, empty, descending = self.levels.size, self.empty_edge, self.descending
-        bounds, seg_edge = self.bounds.tolist(), self.seg_edge.tolist()
-        sizes = np.zeros(n_levels)
-        # Position of the latest entry seen per level, to find each tick's last write per level.
-        stamp = np.full(n_levels, -1, dtype=np.intp)
-        positions = np.arange(self.pid.size, dtype=np.intp)
-        edge = empty
-        for g, reset in enumerate(resets):
-            if reset:
-                sizes.fill(0.0)
-                edge = empty
-            lo, hi = bounds[g], bounds[g + 1]
-            if lo < hi:
-                pid, val, pos = self.pid[lo:hi], self.val[lo:hi], positions[lo:hi]
-                # A fancy assignment with repeated ids has no defined winner; keep the last write.
-                # Stamps of earlier ticks are below any position here, so they need no reset.
-                np.maximum.at(stamp, pid, pos)
-                last = stamp[pid] == pos
-                if not last.all():
-                    pid, val = pid[last], val[last]
-                sizes[pid] = val
-                e = seg_edge[g]
-                edge = max(edge, e) if descending else min(edge, e)
-            if edge == empty:
-                continue
-            width = 4 * depth + 32
-            while True:
-                if descending:
-                    start, end = max(edge + 1 - width, 0), edge + 1
-                else:
-                    start, end = edge, min(edge + width, n_levels)
-                live = np.flatnonzero(sizes[start:end] > 0)
-                if live.size >= depth or (start == 0 if descending else end == n_levels):
-                    break
-                width *= 4
-            ids = ((live[::-1] if descending else live) + start)[:depth]
-            edge = int(ids[0]) if ids.size else empty
-            ids_out[g, : ids.size] = ids
-            sizes_out[g, : ids.size] = sizes[ids]
+    def _solve(self, g: int, stop: int, top: int, width: int, since: int, stamp: IntArray,
+               ids_out: IntArray, sizes_out: FloatArray) -> tuple[int, int]:  # fmt: skip
+        """Best levels of segments g.. (up to stop) from a matrix of one row per segment and one column
+        per level id from `top` away from the touch, `width` of them. (segments done, next width):
+        a segment whose best levels may lie beyond the window ends the batch early, with a wider one.
+        """
+        depth = ids_out.shape[1]
+        sign = -1 if self.descending else 1
+        reach = top + 1 if self.descending else self.levels.size - top
+        w = min(width, reach)
+        lo, hi, rows = int(self.bounds[g]), int(self.bounds[stop]), stop - g
+        col = top - self.pid[lo:hi] if self.descending else self.pid[lo:hi] - top
+        # Columns before the window wrap to huge unsigned values: one comparison finds those inside.
+        inside = np.flatnonzero(col.view(np.uintp) < w)
+        # Cell (r, c): position of the latest entry of level c up to segment g + r, or -1. Scatter each
+        # segment's entries (the latest wins), then carry them down the rows with a running maximum.
+        state = np.full((rows, w), -1, dtype=np.intp)
+        window = stamp[top - w + 1 : top + 1][::-1] if self.descending else stamp[top : top + w]
+        state[0] = np.where(window >= since, window, -1)
+        cells = (self.entry_seg[lo:hi][inside] - g) * w + col[inside]
+        np.maximum.at(state.reshape(-1), cells, inside + lo)
+        np.maximum.accumulate(state, axis=0, out=state)
+        found = np.flatnonzero(self.live_at[state])
+        # Live cells come in row order, best first within a row: row r's are found[edge[r]:edge[r + 1]].
+        edge = np.searchsorted(found, np.arange(0, (rows + 1) * w, w, dtype=np.intp))
+        first, counts = edge[:-1], np.diff(edge)
+        short = counts < depth
+        cut = w < reach and bool(short.any())
+        if cut:
+            rows = int(np.argmax(short))
+            if not rows:
+                return 0, 2 * w
+            first, counts, short = first[:rows], counts[:rows], short[:rows]
+        if not found.size:
+            return rows, width
+        take = first[:, None] + np.arange(depth, dtype=np.intp)
+        cells = found[np.minimum(take, found.size - 1)]
+        cols = cells - (np.arange(rows, dtype=np.intp) * w)[:, None]
+        ids, sizes = top + sign * cols, self.val[state.reshape(-1)[cells]]
+        if short.any():
+            # Rows that reach the book's end with fewer levels: pad them.
+            present = np.arange(depth) < counts[:, None]
+            ids, sizes = np.where(present, ids, -1), np.where(present, sizes, np.nan)
+        ids_out[g : g + rows], sizes_out[g : g + rows] = ids, sizes
+        # Next: twice as wide when a segment needed more than the window; as wide when books thinner
+        # than `depth` needed all of it; else wide enough for these best levels and a moving touch.
+        if cut or short.any():
+            return rows, 2 * w if cut else w
+        return rows, max(depth + MIN_WIDTH, 2 * int(cols.max()) + 2)
 
     def prices_of(self, ids: IntArray) -> FloatArray:
         if not self.levels.size:
@@ -287,7 +282,7 @@ def book_at(table: pa.Table, at: float, depth: int | None = None) -> tuple[Level
     result: list[Levels] = []
     for side in SIDES:
         book = _Side(part, side, row_seg, row_keep, 1, descending=side == "bid")
-        ids, sizes = book.replay([True], book.levels.size if depth is None else depth)
+        ids, sizes = book.replay(np.ones(1, dtype=bool), book.levels.size if depth is None else depth)
         live = ids[0] >= 0
         result.append(np.column_stack([book.prices_of(ids[0][live]), sizes[0][live]]).tolist())
     return result[0], result[1]
@@ -361,10 +356,9 @@ def snapshots(table: pa.Table, depth: int, interval: float, start: float | None 
     row_keep[row_keep] = all_rows[row_keep] >= seg_start[row_seg[row_keep]]
 
     columns = [pa.array(ticks)]
-    resets = reset.tolist()
     for side in SIDES:
         book = _Side(table, side, row_seg, row_keep, segments, descending=side == "bid")
-        ids, sizes = book.replay(resets, depth)
+        ids, sizes = book.replay(reset, depth)
         prices = book.prices_of(ids)[tick_seg]
         sizes = sizes[tick_seg]
         columns += [pa.array(np.ascontiguousarray(prices[:, j])) for j in range(depth)]

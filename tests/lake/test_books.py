@@ -133,12 +133,15 @@ def naive_snapshots(rows: list[Row], depth: int, interval: float, start: float, 
     return np.array(out, dtype=np.float64).reshape(-1, 1 + 4 * depth)
 
 
-@pytest.fixture(params=["python", "numpy"])
+@pytest.fixture(params=["default", "one_tick", "narrow"])
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both replay loops (chosen by entries per tick) must give the same books."""
-    monkeypatch.setattr(books, "NUMPY_ENTRIES_PER_SEGMENT", 10**9 if request.param == "python" else 0)
-    # Tiny batches, so that ticks straddle the Python loop's batches and some exceed one.
-    monkeypatch.setattr(books, "BATCH_ENTRIES", 50)
+    """Batch sizes and window widths must not change the books: one tick per batch, and windows so
+    narrow that batches are cut short and widened again and again."""
+    if request.param == "one_tick":
+        monkeypatch.setattr(books, "BATCH_CELLS", 1)
+    elif request.param == "narrow":
+        monkeypatch.setattr(books, "BATCH_CELLS", 40)
+        monkeypatch.setattr(books, "MIN_WIDTH", 0)
 
 
 def as_matrix(table: pa.Table) -> np.ndarray:
@@ -273,3 +276,45 @@ def test_bad_arguments() -> None:
         snapshots(table, 0, 1.0, None, None)
     with pytest.raises(ValueError, match="interval"):
         snapshots(table, 1, 0.0, None, None)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_levels_set_and_deleted_between_ticks() -> None:
+    """A tick whose rows set and delete the same levels: they bound the window but none is live."""
+    rows = [
+        Row(1.0, True, [], [(105.0, 1.0)]),
+        Row(1.5, False, [(99.0, 1.0)], [(101.0, 1.0)]),
+        Row(1.6, False, [(99.0, 0.0)], [(101.0, 0.0), (105.0, 0.0)]),
+        Row(2.5, False, [(98.0, 1.0), (98.0, 0.0), (97.0, 2.0)], [(102.0, 1.0), (102.0, 0.0)]),
+        Row(3.5, False, [(97.0, 0.0)], [(103.0, 1.0)]),
+    ]
+    table = to_table(rows)
+    for depth in (1, 3):
+        np.testing.assert_array_equal(
+            as_matrix(snapshots(table, depth, 1.0)), naive_snapshots(rows, depth, 1.0, 1.0, 3.5)
+        )
+    for at in (1.0, 1.6, 2.5, 3.5):
+        assert book_at(table, at, 2) == naive_book(rows, at, 2), at
+
+
+@pytest.mark.usefixtures("kernel")
+def test_non_finite_prices_are_ignored() -> None:
+    nan, inf = math.nan, math.inf
+    rows = [
+        Row(1.0, True, [(99.0, 1.0), (nan, 5.0), (98.0, 2.0)], [(101.0, 1.0), (inf, 1.0)]),
+        Row(1.5, False, [(-inf, 1.0), (97.0, 3.0)], [(nan, 0.0), (102.0, 2.0)]),
+        Row(2.5, False, [(99.0, 0.0), (nan, 1.0)], [(101.0, 0.0)]),
+    ]
+    finite = [
+        Row(
+            r.ts,
+            r.snapshot,
+            [lv for lv in r.bids if math.isfinite(lv[0])],
+            [lv for lv in r.asks if math.isfinite(lv[0])],
+        )
+        for r in rows
+    ]
+    table = to_table(rows)
+    np.testing.assert_array_equal(as_matrix(snapshots(table, 2, 0.5)), naive_snapshots(finite, 2, 0.5, 1.0, 2.5))
+    for at in (1.0, 1.5, 2.5):
+        assert book_at(table, at) == naive_book(finite, at, None), at
