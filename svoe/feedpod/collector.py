@@ -60,7 +60,7 @@ class _CryptofeedLogWatcher(logging.Handler):
             self.collector.book_gap(symbol, msg)
         elif "Unexpected message" in msg or "unknown message" in msg.lower():
             metrics.MALFORMED.labels(self.exchange).inc()
-            self.collector.record("malformed", detail={"error": msg[:300]})
+            self.collector.record("malformed", error=msg[:300])
 
 
 class Collector:
@@ -87,7 +87,7 @@ class Collector:
     # ---- the feed's own events ---------------------------------------------------------------
     def record(self, kind: str, channel: str | None = None, symbol: str | None = None, **detail: Any) -> None:
         """A feed event (events.py FEED_EVENT_KINDS) into the buffer, in order with market data."""
-        payload = encode_feed_event(kind, time.time(), channel, symbol, detail.get("detail", detail))
+        payload = encode_feed_event(kind, time.time(), channel, symbol, detail)
         self.writer.append_nowait(self._events_key, FEED_EVENTS, payload)
 
     def book_gap(self, symbol: str, message: str) -> None:
@@ -239,7 +239,7 @@ class Collector:
                 raise
             except Exception as err:
                 metrics.MALFORMED.labels(exchange).inc()
-                self.record("malformed", detail={"error": f"{type(err).__name__}: {err}"[:300]})
+                self.record("malformed", error=f"{type(err).__name__}: {err}"[:300])
                 LOG.warning("%s: skipped a message that failed to parse: %.300r", exchange, msg, exc_info=True)
 
         return guarded

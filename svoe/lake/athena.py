@@ -13,37 +13,24 @@ from typing import Any
 
 import pyarrow as pa
 
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, identity_columns
+from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake.layout import PARTITIONS
 from svoe.lake.scan import LakeError
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from svoe.lake.view import FILLED, identity_sql, quote
 
 
 def _filled(database: str, channel: str) -> str:
     cols = []
     for f in CHANNEL_SCHEMAS[channel]:
-        if f.name == "svoe_ms":
-            cols.append("coalesce(svoe_ms, CAST(split_part(svoe_id, '-', 1) AS BIGINT)) AS svoe_ms")
-        elif f.name == "svoe_seq":
-            cols.append("coalesce(svoe_seq, CAST(split_part(svoe_id, '-', 2) AS INTEGER)) AS svoe_seq")
-        elif f.name == "svoe_writer":
-            cols.append("coalesce(svoe_writer, '') AS svoe_writer")
-        else:
-            cols.append(_q(f.name))
-    cols += [_q(p) for p in PARTITIONS]
-    return f"SELECT {', '.join(cols)} FROM {_q(database)}.{_q(channel)}"
+        cols.append(f"{FILLED[f.name]} AS {f.name}" if f.name in FILLED else quote(f.name))
+    cols += [quote(p) for p in PARTITIONS]
+    return f"SELECT {', '.join(cols)} FROM {quote(database)}.{quote(channel)}"
 
 
 def view_sql(database: str, channel: str) -> str:
     """The exactly-once view of svoe/lake/view.py, spelled for Trino (no EXCLUDE or REPLACE)."""
-    identity = ", ".join(
-        "(CASE WHEN timestamp = receipt_timestamp THEN NULL ELSE timestamp END)" if c == "timestamp" else _q(c)
-        for c in identity_columns(channel)
-    )
-    out = ", ".join(_q(n) for n in [*CHANNEL_SCHEMAS[channel].names, *PARTITIONS])
+    identity = identity_sql(channel)
+    out = ", ".join(quote(n) for n in [*CHANNEL_SCHEMAS[channel].names, *PARTITIONS])
     order = "ORDER BY svoe_ms, svoe_seq"
     return (
         f"SELECT {out} FROM (SELECT *, row_number() OVER (PARTITION BY exchange, symbol, {identity}, _occurrence "
@@ -60,9 +47,9 @@ def with_views(query: str, database: str) -> str:
     ctes = []
     for channel in CHANNEL_SCHEMAS:
         if re.search(rf"\braw_{channel}\b", query):
-            ctes.append(f"{_q('raw_' + channel)} AS ({_filled(database, channel)})")
+            ctes.append(f"{quote('raw_' + channel)} AS ({_filled(database, channel)})")
         if re.search(rf"(?<![\w.\"]){channel}\b(?!\s*\()", re.sub(rf"\braw_{channel}\b", "", query)):
-            ctes.append(f"{_q(channel)} AS ({view_sql(database, channel)})")
+            ctes.append(f"{quote(channel)} AS ({view_sql(database, channel)})")
     if not ctes:
         return query
     body = query.lstrip()

@@ -230,10 +230,8 @@ class Lake:
         only their `receipt_timestamp` and `snapshot` columns are read."""
         blocks = self._blocks("l2_book", exchange, [symbol], None)
         day = dt.datetime.fromtimestamp(at, dt.UTC).date().isoformat()
-        candidates = [
-            b for b in blocks if b.key.date <= day and int(b.key.first_id.split("-")[0]) / 1000 <= at + WRITER_SKEW
-        ]
-        candidates.sort(key=lambda b: int(b.key.first_id.split("-")[0]), reverse=True)
+        candidates = [b for b in blocks if b.key.date <= day and _first_ms(b) / 1000 <= at + WRITER_SKEW]
+        candidates.sort(key=_first_ms, reverse=True)
         found = (ds.field("snapshot") == True) & (ds.field("receipt_timestamp") <= at)  # noqa: E712
         for block in candidates:
             rows = self.scanner.dataset("l2_book", [block], check=False).to_table(

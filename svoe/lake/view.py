@@ -25,11 +25,11 @@ VIEW_ORDER = ("exchange", "symbol", "_seen", "svoe_writer", "svoe_ms", "svoe_seq
 RAW_ORDER = ("exchange", "symbol", "svoe_ms", "svoe_seq", "svoe_writer")
 
 
-def _q(name: str) -> str:
+def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _identity(channel: str) -> str:
+def identity_sql(channel: str) -> str:
     return ", ".join(_identity_named(channel))
 
 
@@ -42,25 +42,28 @@ def _identity_named(channel: str) -> list[str]:
         if c == "timestamp":
             cols.append("(CASE WHEN timestamp = receipt_timestamp THEN NULL ELSE timestamp END)")
         else:
-            cols.append(_q(c))
+            cols.append(quote(c))
     return cols
+
+
+# The integer key and writer of rows from older files, which have only `svoe_id`. Plain SQL, so
+# the Athena spelling of the view (athena.py) uses the same expressions.
+FILLED = {
+    "svoe_ms": "coalesce(svoe_ms, CAST(split_part(svoe_id, '-', 1) AS BIGINT))",
+    "svoe_seq": "coalesce(svoe_seq, CAST(split_part(svoe_id, '-', 2) AS INTEGER))",
+    "svoe_writer": "coalesce(svoe_writer, '')",
+}
 
 
 def filled_sql(source: str) -> str:
     """Stored rows, with the integer key and writer filled in for older files."""
-    return (
-        "SELECT * REPLACE ("
-        "coalesce(svoe_ms, CAST(split_part(svoe_id, '-', 1) AS BIGINT)) AS svoe_ms, "
-        "coalesce(svoe_seq, CAST(split_part(svoe_id, '-', 2) AS INTEGER)) AS svoe_seq, "
-        "coalesce(svoe_writer, '') AS svoe_writer"
-        f") FROM {source}"
-    )
+    return f"SELECT * REPLACE ({', '.join(f'{e} AS {c}' for c, e in FILLED.items())}) FROM {source}"
 
 
 def exactly_once_sql(channel: str, source: str, ordered: bool = False, keep_seen: bool = False) -> str:
     """The view's rows (all stored columns); `ordered` sorts them in view order. `keep_seen` keeps
     `_seen`, the receipt time made monotonic, which is non-decreasing in view order."""
-    identity = _identity(channel)
+    identity = identity_sql(channel)
     writer_order = "ORDER BY svoe_ms, svoe_seq"
     sql = (
         f"WITH base AS ({filled_sql(source)}), "
