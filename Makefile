@@ -47,6 +47,7 @@ crds: setup
 bench: setup
 	$(RUN)/svoe bench pipeline --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --json
 	$(RUN)/python bench/operator_bench.py --count 500
+	$(RUN)/svoe bench lake --compact
 
 e2e: setup
 	$(RUN)/pytest -q e2e/local

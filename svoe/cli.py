@@ -110,14 +110,19 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_lake(a: argparse.Namespace) -> int:
-    if a.seek:
-        from svoe.bench.lake_seek import bench_seek, print_seek
+    if a.compact or a.seek:
+        from svoe.bench import lake_compact, lake_seek
 
-        result = bench_seek(rows=a.rows, repeat=a.repeat)
+        run, show = (
+            (lake_compact.bench_compact, lake_compact.print_compact)
+            if a.compact
+            else (lake_seek.bench_seek, lake_seek.print_seek)
+        )
+        result = run(rows=a.rows, repeat=a.repeat)
         if a.json:
             print(json.dumps(result))
         else:
-            print_seek(result)
+            show(result)
         return 0
     from svoe.bench.lake import bench_main as lake_bench_main
 
@@ -238,13 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="book snapshot derivation, Parquet to Parquet, against a plain-Python rebuild",
         description="Derive fixed-interval book snapshots from a synthetic l2_book Parquet file with svoe and with "
         "a plain-Python dict rebuild, in one run, and report level updates per second. --seek instead times "
-        "`svoe lake book --at` against the distance from the nearest checkpoint.",
+        "`svoe lake book --at` against the distance from the nearest checkpoint; --compact times reads of one "
+        "partition before and after `svoe lake compact`.",
     )
     bl.add_argument("--rows", type=int, default=200_000, help="l2_book rows to synthesise (default 200000)")
     bl.add_argument("--repeat", type=int, default=3, help="runs per measurement (best or median is reported)")
     bl.add_argument("--depth", type=int, default=10, help="snapshot depth (default 10)")
     bl.add_argument("--interval", default="1s", help="snapshot interval (default 1s)")
     bl.add_argument("--seek", action="store_true", help="time book --at against the distance from a checkpoint")
+    bl.add_argument("--compact", action="store_true", help="file count and read times of a day of 30 s flushes, "
+                    "before and after svoe lake compact")  # fmt: skip
     bl.add_argument("--json", action="store_true", help="print one JSON object")
     bl.set_defaults(func=cmd_bench_lake)
 

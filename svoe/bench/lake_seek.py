@@ -38,6 +38,7 @@ def _as_lake_rows(rows: pa.Table) -> pa.Table:
         "svoe_ms": ms,
         "svoe_seq": seq,
         "svoe_writer": pa.repeat(pa.scalar(WRITER), rows.num_rows),
+        "svoe_origin": pa.nulls(rows.num_rows, pa.string()),
     }
     schema = CHANNEL_SCHEMAS["l2_book"]
     return pa.table([cols[n] if n in cols else rows[n] for n in schema.names], schema=schema)

@@ -21,13 +21,16 @@ _IDS = pa.list_(pa.string())
 # `svoe_id` is the Redis stream id of the event (`ms-seq`, kept for older readers); `svoe_ms` and
 # `svoe_seq` are the same id as integers, which sort where the string does not (`-10` < `-9`);
 # `svoe_writer` names the collector, so rows of redundant collectors can be told apart.
+# `svoe_origin` is null as collected; on rows a compaction rewrote (svoe/lake/compact.py) it names
+# the collector whose copy the row is, so that what each collector saw can still be told.
 ORDER_COLUMNS = ("svoe_ms", "svoe_seq")
-SVOE_COLUMNS = ("svoe_id", *ORDER_COLUMNS, "svoe_writer")
+SVOE_COLUMNS = ("svoe_id", *ORDER_COLUMNS, "svoe_writer", "svoe_origin")
 _COMMON = [
     ("svoe_id", pa.string()),
     ("svoe_ms", pa.int64()),
     ("svoe_seq", pa.int32()),
     ("svoe_writer", pa.string()),
+    ("svoe_origin", pa.string()),
     ("timestamp", _F64),
     ("receipt_timestamp", _F64),
 ]
@@ -155,6 +158,7 @@ def to_table(channel: str, ids: Sequence[str], payloads: Sequence[bytes], writer
         "svoe_ms": pc.cast(pc.list_element(id_parts, 0), pa.int64()),
         "svoe_seq": pc.cast(pc.list_element(id_parts, 1), pa.int32()),
         "svoe_writer": pa.repeat(pa.scalar(writer, pa.string()), len(ids)),
+        "svoe_origin": pa.nulls(len(ids), pa.string()),
         "timestamp": _num([r[0] for r in rows]),
         "receipt_timestamp": _num([r[1] for r in rows]),
     }

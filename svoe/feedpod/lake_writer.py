@@ -23,11 +23,12 @@ from svoe.lake.layout import PARTITIONS, BlockKey, resolve
 LOG = logging.getLogger(__name__)
 
 
-def parquet_bytes(table: pa.Table, compression: str) -> bytes:
+def parquet_bytes(table: pa.Table, compression: str, row_group_size: int | None = None) -> bytes:
     buf = io.BytesIO()
     pq.write_table(
         table,
         buf,
+        row_group_size=row_group_size,
         compression=None if compression == "none" else compression,
         compression_level=3 if compression == "zstd" else None,
         use_dictionary=True,
@@ -47,10 +48,10 @@ class LocalLakeWriter:
         self.root = resolve(str(root)).local_root
         self.compression = compression
 
-    def write_block(self, key: BlockKey, table: pa.Table) -> int:
+    def write_block(self, key: BlockKey, table: pa.Table, row_group_size: int | None = None) -> int:
         path = self.root / key.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = parquet_bytes(table, self.compression)
+        data = parquet_bytes(table, self.compression, row_group_size)
         # Write-then-rename so a crash never leaves a torn block under the final name; fsync
         # both the file and its directory so the ack that follows is backed by durable bytes.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")

@@ -19,9 +19,17 @@ from svoe.lake.scan import LakeError
 from svoe.lake.view import FILLED, identity_sql, quote
 
 
+def _columns(channel: str) -> list[str]:
+    """The channel's columns as Glue tables of every svoe version have them: `svoe_origin`, which
+    only compaction fills in and only `svoe lake gaps` reads, is left out."""
+    return [n for n in CHANNEL_SCHEMAS[channel].names if n != "svoe_origin"]
+
+
 def _filled(database: str, channel: str) -> str:
     cols = []
     for f in CHANNEL_SCHEMAS[channel]:
+        if f.name not in _columns(channel):
+            continue
         cols.append(f"{FILLED[f.name]} AS {f.name}" if f.name in FILLED else quote(f.name))
     cols += [quote(p) for p in PARTITIONS]
     return f"SELECT {', '.join(cols)} FROM {quote(database)}.{quote(channel)}"
@@ -29,8 +37,8 @@ def _filled(database: str, channel: str) -> str:
 
 def view_sql(database: str, channel: str) -> str:
     """The exactly-once view of svoe/lake/view.py, spelled for Trino (no EXCLUDE or REPLACE)."""
-    identity = identity_sql(channel)
-    out = ", ".join(quote(n) for n in [*CHANNEL_SCHEMAS[channel].names, *PARTITIONS])
+    identity = identity_sql(channel, collector="svoe_writer")  # Glue tables may predate svoe_origin
+    out = ", ".join(quote(n) for n in [*_columns(channel), *PARTITIONS])
     order = "ORDER BY svoe_ms, svoe_seq"
     return (
         f"SELECT {out} FROM (SELECT *, row_number() OVER (PARTITION BY exchange, symbol, {identity}, _occurrence "

@@ -129,6 +129,59 @@ def cmd_gaps(a: argparse.Namespace) -> int:
     return 0
 
 
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the per-partition tasks on this Dask scheduler "
+                   "(tcp://host:8786) instead of local processes")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, help="local processes (default: one per CPU; 1 runs "
+                   "everything in this process)")  # fmt: skip
+
+
+def cmd_compact(a: argparse.Namespace) -> int:
+    from svoe.lake.compact import CompactTask, compact_partition, parse_size, plan_lake
+    from svoe.lake.jobs import JobError, run_tasks
+    from svoe.lake.scan import LakeError, check_channel
+
+    try:
+        target = parse_size(a.target_size)
+        before = None if a.before is None else _date_arg(a.before, "--before")
+        if a.channel:
+            check_channel(a.channel)
+        if a.symbol and not a.exchange:
+            raise LakeError("--symbol needs --exchange: symbols are named per exchange")
+        channels = [a.channel] if a.channel else None
+        tasks, skipped = plan_lake(a.lake_url, before, a.min_age, channels, a.exchange, a.symbol)
+        tasks = [CompactTask(t.url, t.partition, target) for t in tasks]
+        results = run_tasks(compact_partition, tasks, label="compacting", scheduler=a.scheduler, workers=a.workers)
+    except (LakeError, JobError) as err:
+        return _fail("compact", err)
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        if a.verbose:
+            print(f"skipped {s.partition}: {s.reason}")
+        key = s.reason.split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    if reasons and not a.verbose:
+        print("left alone: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) + " (-v lists them)")
+    files_before = sum(r.files_before for r in results)
+    files_after = sum(r.files_after for r in results)
+    events = sum(r.events for r in results)
+    rows = sum(r.rows for r in results)
+    print(f"compacted {len(results)} partitions: {files_before:,} files -> {files_after:,}, "
+          f"{rows:,} stored rows -> {events:,} exactly-once events")  # fmt: skip
+    return 0
+
+
+def _date_arg(text: str, flag: str) -> str:
+    import datetime as dt
+
+    from svoe.lake.scan import LakeError
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise LakeError(f"{flag} {text!r} is not a date: use YYYY-MM-DD") from None
+
+
 def add_lake_commands(sub: Any) -> None:
     lk = sub.add_parser(
         "lake",
@@ -181,6 +234,25 @@ def add_lake_commands(sub: Any) -> None:
     g.add_argument("--json", action="store_true", help="print a JSON list of {exchange, channel, symbol, kind, start, "
                    "end, detail}")  # fmt: skip
     g.set_defaults(func=cmd_gaps)
+
+    c = lk.add_parser(
+        "compact",
+        help="rewrite closed partitions into a few large exactly-once files",
+        description="Rewrite each closed partition (channel, exchange, symbol, date) into a few large files of its "
+        "exactly-once events, in view order. Safe to kill at any point and to run again: the view never changes. "
+        "A partition is closed when its date is before --before and no file in it changed within --min-age.",
+    )
+    c.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
+    c.add_argument("--before", metavar="DATE", help="only partitions of dates before this (default: today, UTC)")
+    c.add_argument("--target-size", default="128MB", help="size of the files to write (default: 128MB)")
+    c.add_argument("--min-age", type=float, default=900.0, metavar="SECONDS",
+                   help="leave partitions with a file changed this recently (default: 900)")  # fmt: skip
+    c.add_argument("--channel", help="only this channel")
+    c.add_argument("--exchange", help="only this exchange")
+    c.add_argument("--symbol", action="append", help="only this symbol (repeat for more; needs --exchange)")
+    c.add_argument("-v", "--verbose", action="store_true", help="list every partition left alone, and why")
+    _job_options(c)
+    c.set_defaults(func=cmd_compact)
 
     b = lk.add_parser(
         "book",

@@ -157,6 +157,30 @@ def merge_writers(per_writer: Sequence[WriterView | None]) -> list[Missing]:
     return segments
 
 
+def collector(row: dict[str, Any]) -> str:
+    """Whose copy a row is: its writer, or on rows a compaction rewrote, the original writer."""
+    return str(row.get("svoe_origin") or row["svoe_writer"] or "")
+
+
+def _feed_events_in_order(scanner: Any, exchange: str | None) -> pa.Table | None:
+    """Each feed event once (a compaction in progress may hold two copies), numbered in view
+    order, which keeps every collector's own order whichever copy is kept."""
+    from svoe.lake.reader import duckdb_connection
+    from svoe.lake.view import exactly_once_sql
+
+    blocks = scanner.blocks([FEED_EVENTS], exchange)
+    if not blocks:
+        return None
+    con = duckdb_connection()
+    con.register("stored", scanner.dataset(FEED_EVENTS, blocks))
+    table: pa.Table = con.sql(exactly_once_sql(FEED_EVENTS, "stored", ordered=True)).to_arrow_table()
+    order = pa.array(range(table.num_rows), pa.int64())
+    table = table.set_column(table.schema.get_field_index("svoe_ms"), "svoe_ms", order)
+    return table.set_column(
+        table.schema.get_field_index("svoe_seq"), "svoe_seq", pa.repeat(pa.scalar(0, pa.int32()), table.num_rows)
+    )
+
+
 def stream_gaps(
     exchange: str,
     feed_events: pa.Table,
@@ -165,8 +189,8 @@ def stream_gaps(
     """Gaps of every stream the collectors of `exchange` were started for. `feed_events` holds
     their stored rows; `rows[(writer, stream)]` what each writer stored of each stream."""
     by_writer: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in sorted(feed_events.to_pylist(), key=lambda e: (e["svoe_writer"], e["svoe_ms"], e["svoe_seq"])):
-        by_writer[e["svoe_writer"]].append(e)
+    for e in sorted(feed_events.to_pylist(), key=lambda e: (collector(e), e["svoe_ms"], e["svoe_seq"])):
+        by_writer[collector(e)].append(e)
     streams: defaultdict[Stream, list[str]] = defaultdict(list)
     for writer, events in by_writer.items():
         started: set[Stream] = set()
@@ -201,8 +225,7 @@ def lake_gaps(
     """Gaps in a `svoe.lake.Lake`, and the exchanges whose collectors recorded no feed events
     (their lakes predate them: their gaps cannot be told)."""
     scanner = lake.scanner
-    events_blocks = scanner.blocks([FEED_EVENTS], exchange)
-    events = scanner.dataset(FEED_EVENTS, events_blocks).to_table() if events_blocks else None
+    events = _feed_events_in_order(scanner, exchange)
     data_channels = [c for c in scanner.channels() if c != FEED_EVENTS]
     exchanges = sorted({b.key.exchange for b in scanner.blocks(data_channels, exchange)})
     found: list[Gap] = []
@@ -218,10 +241,10 @@ def lake_gaps(
             if not blocks:
                 continue
             book = channel in ("l2_book", "l3_book")
-            cols = ["svoe_writer", "symbol", "receipt_timestamp", *(["snapshot"] if book else [])]
+            cols = ["svoe_writer", "svoe_origin", "symbol", "receipt_timestamp", *(["snapshot"] if book else [])]
             table = scanner.dataset(channel, blocks).to_table(columns=cols)
             for r in table.to_pylist():
-                sr = rows.setdefault((r["svoe_writer"] or "", (channel, r["symbol"])), StreamRows())
+                sr = rows.setdefault((collector(r), (channel, r["symbol"])), StreamRows())
                 sr.times.append(r["receipt_timestamp"])
                 if book and r["snapshot"]:
                     sr.snapshots.append(r["receipt_timestamp"])

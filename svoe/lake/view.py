@@ -18,6 +18,7 @@ Rows from lakes written before `svoe_ms`, `svoe_seq` and `svoe_writer` existed g
 
 from __future__ import annotations
 
+from svoe.feedpod.events import FEED_EVENTS
 from svoe.feedpod.lake_schema import identity_columns
 
 # The order of rows within one stream of the view, and of one writer's stored rows.
@@ -29,14 +30,20 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def identity_sql(channel: str) -> str:
-    return ", ".join(_identity_named(channel))
+def identity_sql(channel: str, collector: str = "coalesce(svoe_origin, svoe_writer)") -> str:
+    return ", ".join(_identity_named(channel, collector))
 
 
-def _identity_named(channel: str) -> list[str]:
+def _identity_named(channel: str, collector: str = "coalesce(svoe_origin, svoe_writer)") -> list[str]:
     """The identity's expressions. Where the exchange sends no event time, cryptofeed puts the
     receipt time in `timestamp` (Binance spot tickers, for one): such a timestamp is the
-    collector's, not the exchange's, and is left out of the identity."""
+    collector's, not the exchange's, and is left out of the identity.
+
+    A feed event is a fact about one collector, so its identity is that collector (the writer, or
+    on compacted rows the original writer) and when it recorded it: two replicas' disconnects are
+    two events, and a compacted copy is the same event as the row it was made from."""
+    if channel == FEED_EVENTS:
+        return [collector, "receipt_timestamp", *(quote(c) for c in identity_columns(channel) if c != "timestamp")]
     cols = []
     for c in identity_columns(channel):
         if c == "timestamp":

@@ -97,6 +97,10 @@ def test_dropped_book_updates_show_as_a_sequence_gap_of_that_symbol_only(capture
     }
     assert all(isinstance(g["end"], float) and g["end"] > g["start"] for g in gaps)  # the book came back
     assert "sequence gap" in res.stdout and "AKRO-USDT-PERP" in res.stdout
+    # Compaction keeps each row's collector (svoe_origin), so the gaps read the same afterwards.
+    compact = svoe("lake", "compact", str(lake), "--before", "2100-01-01", "--min-age", "0")
+    assert compact.returncode == 0 and "compacted 0" not in compact.stdout, compact.stdout + compact.stderr
+    assert _gaps(lake) == gaps
 
 
 @pytest.mark.slow

@@ -32,6 +32,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "dashboards": {"namespace": "monitoring"},
         },
     },
+    "compaction": {
+        "compaction": {
+            "enabled": True,
+            "lake": "s3://svoe-dev-lake/md",
+            "scheduler": "tcp://dask-scheduler.dask:8786",
+            "serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/svoe-dev-compaction"},
+            "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+        },
+    },
     "pinned": {
         "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
         "operator": {"replicas": 1, "extraArgs": ["--verbose"], "extraEnv": [{"name": "X", "value": "1"}]},
@@ -408,3 +417,30 @@ def test_operator_args_are_accepted_by_the_cli(variants: dict[str, list[dict[str
         (c,) = one(variants[name], "Deployment")["spec"]["template"]["spec"]["containers"]
         assert c["command"] == ["svoe"]
         parse_cli(c["args"])
+
+
+def test_compaction_cronjob_runs_the_cli_with_least_privilege(variants: dict[str, list[dict[str, Any]]]) -> None:
+    assert not by_kind(variants["defaults"], "CronJob")  # off unless asked for
+    objs = variants["compaction"]
+    job = one(objs, "CronJob")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["svoe"] and c["args"][:3] == ["lake", "compact", "s3://svoe-dev-lake/md"]
+    assert "--scheduler=tcp://dask-scheduler.dask:8786" in c["args"]
+    parse_cli(c["args"])
+    sa = [o for o in objs if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == pod["serviceAccountName"]]
+    assert (
+        len(sa) == 1 and sa[0]["automountServiceAccountToken"] is False and pod["automountServiceAccountToken"] is False
+    )
+    assert sa[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/svoe-dev-compaction")
+    bound = [s for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o.get("subjects", [])]
+    assert pod["serviceAccountName"] not in {s["name"] for s in bound}  # no Kubernetes API access at all
+
+
+def test_compaction_without_a_lake_fails_to_render() -> None:
+    res = subprocess.run(
+        [str(helm()), "template", "svoe", str(CHART), "--set", "compaction.enabled=true"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode != 0 and "compaction.lake" in res.stderr

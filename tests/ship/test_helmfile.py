@@ -91,7 +91,7 @@ def test_every_chart_and_values_file_resolves(env: str) -> None:
                 except TemplateError as e:
                     pytest.fail(f"{f}: {e}")
                 assert isinstance(values, dict) and values, f"{f} renders to nothing"
-        assert names == {"svoe", "kube-prometheus-stack", "thanos"}
+        assert names == {"svoe", "kube-prometheus-stack", "thanos", "dask"}
 
 
 def svoe_values(s: ClusterState, tmp_path: Path) -> list[Path]:
@@ -180,3 +180,25 @@ def test_renderer_rejects_what_it_does_not_know() -> None:
         )
         == "a b 3!"
     )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_lake_jobs_compaction_and_dask_fit_together(env: str, tmp_path: Path) -> None:
+    for s in cluster_states(env):
+        jobs, feed = s.values["lakeJobs"], "feed" in s.cluster["roles"]
+        dask = s.release("dask")
+        assert dask.installed == (feed and bool(jobs["dask"]))
+        objs = render_chart(values_files=svoe_values(s, tmp_path), namespace=s.state["releases"][1]["namespace"])
+        cronjobs = [o for o in objs if o["kind"] == "CronJob"]
+        assert len(cronjobs) == (1 if feed and jobs["compaction"] else 0)
+        if not cronjobs or not dask.installed:
+            continue
+        pod = cronjobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        # The job reaches the scheduler the dask/dask chart creates (release "dask": dask-scheduler).
+        assert f"--scheduler=tcp://dask-scheduler.{dask.namespace}:8786" in args
+        assert dask.namespace == s.state["releases"][1]["namespace"]
+        values = s.render_values(dask.values_files[0])
+        assert values["worker"]["serviceAccountName"] == pod["serviceAccountName"]  # IRSA for the workers
+        assert values["worker"]["image"]["repository"].endswith("/svoe/feedpod")
+        assert values["jupyter"]["enabled"] is False

@@ -7,3 +7,8 @@ output "thanos_role_arn" {
   description = "Role ARN for the Thanos ServiceAccounts (thanos/values/<env>.yaml: serviceAccount.roleArn)."
   value       = aws_iam_role.thanos.arn
 }
+
+output "compaction_role_arn" {
+  description = "Role ARN of the lake compaction ServiceAccount (charts/svoe compaction.serviceAccount.roleArn), or null when compaction_service_account is null."
+  value       = one(aws_iam_role.compaction[*].arn)
+}

@@ -66,6 +66,15 @@ variable "thanos_service_accounts" {
   ]
 }
 
+variable "compaction_service_account" {
+  description = "ServiceAccount of the lake compaction CronJob (charts/svoe compaction.serviceAccount.name); its role may list, read, write and delete under every feed's lake prefix. null creates no role."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = null
+}
+
 variable "max_session_duration" {
   description = "Maximum session length of the roles, in seconds."
   type        = number

@@ -74,6 +74,8 @@ module "irsa" {
   }
   thanos_bucket_arn  = module.thanos_bucket.bucket_arn
   thanos_kms_key_arn = module.thanos_bucket.kms_key_arn
+
+  compaction_service_account = var.compaction_service_account
 }
 
 module "ecr" {

@@ -23,6 +23,11 @@ output "thanos_role_arn" {
   value       = module.irsa.thanos_role_arn
 }
 
+output "compaction_role_arn" {
+  description = "eks.amazonaws.com/role-arn of the lake compaction ServiceAccount (charts/svoe compaction.serviceAccount.roleArn), or null."
+  value       = module.irsa.compaction_role_arn
+}
+
 output "thanos_bucket" {
   description = "Bucket of the Thanos objstore config (thanos/values/<env>.yaml)."
   value       = module.thanos_bucket.bucket_name

@@ -57,3 +57,12 @@ variable "athena_bytes_scanned_cutoff_per_query" {
   description = "Cancel an Athena query of the lake workgroup once it has scanned this many bytes."
   type        = number
 }
+
+variable "compaction_service_account" {
+  description = "ServiceAccount of the chart's lake compaction CronJob (compaction.serviceAccount.name); null creates no compaction role."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = { namespace = "svoe", name = "svoe-compaction" }
+}
