@@ -96,14 +96,35 @@ def cmd_book(a: argparse.Namespace) -> int:
 
 
 def cmd_snapshots(a: argparse.Namespace) -> int:
-    from svoe.lake import Lake
+    import os
+
+    from svoe.lake.jobs import JobError, run_tasks
+    from svoe.lake.reader import parse_time
     from svoe.lake.scan import LakeError
+    from svoe.lake.snapshot_job import snapshot_part, snapshot_tasks, write_parts
 
     try:
-        n = Lake(a.lake_url).write_snapshots(a.out, a.exchange, a.symbol, a.depth, a.interval, a.start, a.end)
-    except (LakeError, ValueError) as err:
+        if a.depth < 1:
+            raise LakeError(f"--depth must be at least 1, got {a.depth}")
+        from svoe.lake.books import parse_interval
+
+        parse_interval(a.interval)
+        start = None if a.start is None else parse_time(a.start, "--start")
+        end = None if a.end is None else parse_time(a.end, "--end")
+        if start is not None and end is not None and end < start:
+            raise LakeError("--end is before --start")
+        tasks = snapshot_tasks(a.lake_url, a.exchange, a.symbol, a.depth, a.interval, start, end)
+        symbols = sorted({t.symbol for t in tasks})
+        one_file = len(symbols) == 1 and not os.path.isdir(a.out) and not a.out.endswith("/")
+        parts = run_tasks(snapshot_part, tasks, label="snapshots", scheduler=a.scheduler, workers=a.workers)
+        written = write_parts(parts, a.out, one_file)
+    except (LakeError, ValueError, JobError) as err:
         return _fail("snapshots", err)
-    print(f"wrote {n:,} snapshots of {a.exchange} {a.symbol} (depth {a.depth}, every {a.interval}) to {a.out}")
+    where = a.out if one_file else os.path.join(a.out, "SYMBOL.parquet")
+    total = sum(written.values())
+    named = ", ".join(symbols) if len(symbols) <= 5 else f"{len(symbols)} symbols"
+    print(f"wrote {total:,} snapshots of {a.exchange} {named} "
+          f"(depth {a.depth}, every {a.interval}, {len(tasks)} symbol-days) to {where}")  # fmt: skip
     return 0
 
 
@@ -168,6 +189,34 @@ def cmd_compact(a: argparse.Namespace) -> int:
     rows = sum(r.rows for r in results)
     print(f"compacted {len(results)} partitions: {files_before:,} files -> {files_after:,}, "
           f"{rows:,} stored rows -> {events:,} exactly-once events")  # fmt: skip
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    import os
+
+    from svoe.lake.jobs import JobError, run_tasks
+    from svoe.lake.report import exchange_reports, report_tasks, symbol_report
+    from svoe.lake.report_html import render
+    from svoe.lake.scan import LakeError
+
+    try:
+        date = None if a.date is None else _date_arg(a.date, "--date")
+        parent = os.path.dirname(os.path.abspath(a.out))
+        if not os.path.isdir(parent):
+            raise LakeError(f"--out {a.out}: the directory {parent} does not exist")
+        tasks = report_tasks(a.lake_url, date)
+        symbols = run_tasks(symbol_report, tasks, label="reporting", scheduler=a.scheduler, workers=a.workers)
+        exchanges = exchange_reports(a.lake_url, sorted({t.exchange for t in tasks}), date)
+        page = render(a.lake_url, date, symbols, exchanges)
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as err:
+        return _fail("report", ValueError(f"cannot write --out {a.out}: {err.strerror}"))
+    except (LakeError, JobError) as err:
+        return _fail("report", err)
+    gaps = sum(len(s.gaps) for s in symbols)
+    print(f"wrote {a.out}: {len(symbols)} symbols of {len(exchanges)} exchanges, {gaps} gaps")
     return 0
 
 
@@ -254,6 +303,20 @@ def add_lake_commands(sub: Any) -> None:
     _job_options(c)
     c.set_defaults(func=cmd_compact)
 
+    r = lk.add_parser(
+        "report",
+        help="one self-contained HTML page: coverage, gaps, events per minute, duplicates",
+        description="Write one HTML page (no network fetches when opened) with, per exchange and symbol: coverage "
+        "per channel, a timeline of gaps, exactly-once events per minute, the duplicate rate (stored rows against "
+        "exactly-once events), book resyncs and malformed messages. Its numbers are those of `svoe lake stats`, "
+        "`svoe lake stats --raw` and `svoe lake gaps`.",
+    )
+    r.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
+    r.add_argument("--date", help="only this UTC date (YYYY-MM-DD): its partitions and the gaps that touch it")
+    r.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    _job_options(r)
+    r.set_defaults(func=cmd_report)
+
     b = lk.add_parser(
         "book",
         help="the L2 book of a symbol at an instant",
@@ -276,10 +339,13 @@ def add_lake_commands(sub: Any) -> None:
     )
     sn.add_argument("lake_url")
     sn.add_argument("--exchange", required=True)
-    sn.add_argument("--symbol", required=True)
+    sn.add_argument("--symbol", action="append", help="a symbol (repeat for more; default: every l2_book symbol of "
+                    "the exchange)")  # fmt: skip
     sn.add_argument("--depth", type=int, required=True, help="levels per side")
     sn.add_argument("--interval", required=True, help="tick step: 100ms, 1s, 5m, ...")
     sn.add_argument("--start", default=None, help="first tick at or after this time (default: the first book)")
     sn.add_argument("--end", default=None, help="last tick at or before this time (default: the last event)")
-    sn.add_argument("--out", required=True, help="output Parquet file")
+    sn.add_argument("--out", required=True, help="output Parquet file for one symbol; a directory (one SYMBOL.parquet "
+                    "each) for several")  # fmt: skip
+    _job_options(sn)
     sn.set_defaults(func=cmd_snapshots)

@@ -47,7 +47,8 @@ def _completed_on_dask[T, R](fn: Callable[[T], R], tasks: Sequence[T], address: 
     except ImportError as err:  # pragma: no cover - a dependency of svoe
         raise JobError(f"--scheduler needs dask.distributed: {err}") from None
     try:
-        client = Client(address, timeout="15s")  # type: ignore[no-untyped-call]
+        # Dask's own connect timeout (distributed.comm.timeouts.connect, 30 s unless configured).
+        client = Client(address)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as err:
         raise JobError(f"cannot reach the Dask scheduler at {address}: {err}") from None
     try:
