@@ -78,8 +78,16 @@ def snapshot_tasks(
             t1 = end if i == len(kept) - 1 else (last_day if end is None else min(end, last_day))
             tasks.append(SnapshotTask(url, exchange, sym, date, depth, interval, t0, t1))
     if not tasks:
-        raise LakeError(f"no {exchange} l2_book between the given --start and --end")
+        span = lake.time_span("l2_book", exchange, chosen)
+        held = f"it holds them from {_iso(span[0])} to {_iso(span[1])}" if span else "it holds none"
+        lo = "the start" if start is None else _iso(start)
+        window = f"between {lo} and {'the end' if end is None else _iso(end)}"
+        raise LakeError(f"no {exchange} {', '.join(chosen)} l2_book {window}: {held}")
     return tasks
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def snapshot_part(task: SnapshotTask) -> SnapshotPart:
