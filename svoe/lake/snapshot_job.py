@@ -80,8 +80,8 @@ def snapshot_tasks(
     if not tasks:
         span = lake.time_span("l2_book", exchange, chosen)
         held = f"it holds them from {_iso(span[0])} to {_iso(span[1])}" if span else "it holds none"
-        lo = "the start" if start is None else _iso(start)
-        window = f"between {lo} and {'the end' if end is None else _iso(end)}"
+        since = "the start" if start is None else _iso(start)
+        window = f"between {since} and {'the end' if end is None else _iso(end)}"
         raise LakeError(f"no {exchange} {', '.join(chosen)} l2_book {window}: {held}")
     return tasks
 
