@@ -28,12 +28,37 @@ def captures() -> Path:
     return CAPTURES
 
 
+def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The variables that keep a test's processes off the user's directories."""
+    return {
+        # cryptofeed caches symbol lists under XDG_CACHE_HOME; keep tests off the user's cache.
+        "XDG_CACHE_HOME": str(tmp_path_factory.getbasetemp() / "xdg-cache"),
+        # `svoe run` keeps an s3:// lake's Redis state under XDG_STATE_HOME; one per test, not per user.
+        "XDG_STATE_HOME": str(tmp_path_factory.mktemp("xdg-state")),
+    }
+
+
+def thread_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A fixed environment for subprocesses started off the main thread, whose os.environ the
+    main thread's monkeypatch changes as tests come and go."""
+    return {**os.environ, **isolated_env(tmp_path_factory)}
+
+
+def selected_params(request: pytest.FixtureRequest, name: str) -> list[str]:
+    """The values of parameter `name` of this module's selected tests, in run order: what a module
+    fixture should prepare ahead, and no more (`-k BINANCE` prepares only BINANCE)."""
+    selected = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and getattr(item, "module", None) is request.module and name in callspec.params:
+            selected.append(str(callspec.params[name]))
+    return list(dict.fromkeys(selected))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # cryptofeed caches symbol lists under XDG_CACHE_HOME; keep tests off the user's cache.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
-    # `svoe run` keeps an s3:// lake's Redis state under XDG_STATE_HOME; one per test, not per user.
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    for k, v in isolated_env(tmp_path_factory).items():
+        monkeypatch.setenv(k, v)
 
 
 class RedisProc:

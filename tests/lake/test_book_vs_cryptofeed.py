@@ -17,7 +17,8 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,16 @@ from cryptofeed.defines import ASK, BID
 from svoe.api.load import load_manifest
 from svoe.lake import Lake
 from svoe.replay import capture_subscription, list_capture_exchanges, reference_counts, replay_feed
-from tests.conftest import CAPTURES
-from tests.pipeline_support import capture_manifest, svoe, write_manifest
+from tests.conftest import CAPTURES, selected_params, thread_env
+from tests.pipeline_support import capture_manifest, write_manifest
 
 Levels = list[list[float]]
 CHANNEL = "l2_book"
 CLI_DEPTH = 5
 # About this many `book --at` checks per exchange (at least first and last per symbol, and resyncs).
 PICKS_PER_EXCHANGE = 20
+# `svoe run`s prepared ahead on worker threads while the main thread checks an earlier exchange.
+RUN_THREADS = 2
 
 
 def _book_exchanges() -> list[str]:
@@ -117,24 +120,64 @@ async def _reference(
     return events, run.counts
 
 
+@dataclass
+class SvoeRun:
+    symbols: list[str]
+    manifest: Path
+    lake_dir: Path
+    res: subprocess.CompletedProcess[str]
+
+
+def _svoe_run(exchange: str, captures: Path, tmp: Path, env: dict[str, str]) -> SvoeRun:
+    """The capture through `svoe run`, l2_book only, default (full) book depth."""
+    symbols = capture_subscription(captures, exchange).get(CHANNEL, [])
+    lake_dir = tmp / "lake"
+    doc = capture_manifest(captures, exchange, str(lake_dir))
+    doc["spec"]["channels"] = [CHANNEL]
+    doc["spec"]["symbols"] = symbols
+    manifest = write_manifest(tmp / "feed.yaml", doc)
+    res = subprocess.run(
+        [sys.executable, "-m", "svoe.cli", "run", str(manifest), "--replay", str(captures), "--lake", str(lake_dir),
+         "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    return SvoeRun(symbols, manifest, lake_dir, res)
+
+
+@pytest.fixture(scope="module")
+def svoe_runs(
+    request: pytest.FixtureRequest, captures: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], SvoeRun]]:
+    """Starts the `svoe run` of every selected exchange, in test order; yields a lookup that waits
+    for one exchange's. Off the main thread the environment is a fixed copy of what the autouse
+    _isolated_dirs fixture sets, since the main thread's monkeypatch changes os.environ."""
+    env = thread_env(tmp_path_factory)
+    pool = ThreadPoolExecutor(RUN_THREADS, thread_name_prefix="svoe-run")
+    futures: dict[str, Future[SvoeRun]] = {
+        ex: pool.submit(_svoe_run, ex, captures, tmp_path_factory.mktemp(f"book-{ex}"), env)
+        for ex in selected_params(request, "exchange")
+    }
+    yield lambda exchange: futures[exchange].result(timeout=280)
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("exchange", _book_exchanges())
-def test_lake_book_at_equals_cryptofeed_book(exchange: str, captures: Path, tmp_path: Path) -> None:
+def test_lake_book_at_equals_cryptofeed_book(
+    exchange: str, captures: Path, svoe_runs: Callable[[str], SvoeRun]
+) -> None:
     expected = reference_counts(captures)[exchange][CHANNEL]
     subscription = capture_subscription(captures, exchange)
     assert CHANNEL in subscription, f"{exchange}: README counts l2_book but the capture subscribes {subscription}"
     symbols = subscription[CHANNEL]
 
     # ---- svoe: the capture through `svoe run`, l2_book only, default (full) book depth ----------
-    lake_dir = tmp_path / "lake"
-    doc = capture_manifest(captures, exchange, str(lake_dir))
-    doc["spec"]["channels"] = [CHANNEL]
-    doc["spec"]["symbols"] = symbols
-    manifest = write_manifest(tmp_path / "feed.yaml", doc)
-    spec = load_manifest(manifest).spec
+    run = svoe_runs(exchange)
+    assert run.symbols == symbols
+    lake_dir = run.lake_dir
+    spec = load_manifest(run.manifest).spec
     assert spec.book.depth == 0 and spec.book.snapshot_interval == 0, spec.book
-    res = svoe("run", str(manifest), "--replay", str(captures), "--lake", str(lake_dir), "--metrics-port", "0")
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert run.res.returncode == 0, run.res.stderr[-3000:]
 
     lake = Lake(str(lake_dir))
     table = lake.read(CHANNEL, exchange=exchange, symbols=symbols)  # view order: per symbol, event order
