@@ -89,12 +89,28 @@ class StorageOptions(_Model):
         return self.lake.startswith("s3://")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class LiveOptions(_Model):
     """Live stream of normalized events over ZMQ PUB."""
 
     enabled: bool = True
     port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the ZMQ PUB socket.")] = 5555
-    bind: Annotated[str, Field(description="Address the PUB socket binds to.")] = "127.0.0.1"
+    bind: Annotated[
+        str | None,
+        Field(
+            description="Address the PUB socket binds to. Default: 0.0.0.0 in a feed pod, so that other pods "
+            "subscribe through the shard's Service; 127.0.0.1 under `svoe run`. A loopback address keeps the "
+            "stream inside the pod (the Service then exposes no live port)."
+        ),
+    ] = None
+
+    def bind_address(self, in_pod: bool) -> str:
+        return self.bind or ("0.0.0.0" if in_pod else "127.0.0.1")
+
+    def served_to_other_pods(self) -> bool:
+        return self.enabled and self.bind_address(in_pod=True) not in LOOPBACK
 
 
 class EndpointOverrides(_Model):

@@ -137,7 +137,9 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     metrics.init_series(feed.spec.exchange, feed.streams(), "aggregator")
     client = redis_buffer.connect(redis_url)
     live = feed.spec.live
-    publisher = LivePublisher(live.bind, live.port) if live.enabled else None
+    # A feed pod has POD_NAME (the operator sets it); `svoe run` and bare processes do not.
+    in_pod = bool(os.environ.get("POD_NAME"))
+    publisher = LivePublisher(live.bind_address(in_pod), live.port) if live.enabled else None
     # The block writer's process is started once, at start-up: spawning a process while ZMQ
     # subscribers are connected was seen to silence the PUB socket for them (measured, not
     # understood; the ZMQ test covers it).

@@ -276,9 +276,10 @@ async def _run_local(
     live = feed.spec.live
     if live.enabled:
         asked = live.port if "port" in live.model_fields_set else None
-        live_port, note = choose_port(asked, live.port, "the live stream", "spec.live.port", live.bind)
+        bind = live.bind_address(in_pod=False)
+        live_port, note = choose_port(asked, live.port, "the live stream", "spec.live.port", bind)
         notes += [note] if note else []
-        bound.append((live_port, live.bind))
+        bound.append((live_port, bind))
         if live_port != live.port:
             doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
             doc["spec"]["live"]["port"] = live_port
@@ -329,7 +330,11 @@ async def _run_local(
             f"collecting {feed.spec.exchange} {','.join(feed.spec.channels)} for {len(feed.spec.symbols)} symbols "
             f"into {feed.spec.storage.lake} as writer {env['SVOE_WRITER']}\n"
             f"  metrics: http://127.0.0.1:{metrics_port}/metrics\n"
-            + (f"  live:    tcp://{feed.spec.live.bind}:{feed.spec.live.port}\n" if feed.spec.live.enabled else "")
+            + (
+                f"  live:    tcp://{feed.spec.live.bind_address(in_pod=False)}:{feed.spec.live.port}\n"
+                if feed.spec.live.enabled
+                else ""
+            )
             + "".join(f"  ({n})\n" for n in notes)
         )
 

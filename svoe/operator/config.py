@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,6 +57,12 @@ class OperatorConfig:
     # the buffer must never drop entries, so it fails loudly before the OOM killer strikes.
     redis_maxmemory_ratio: float = 0.8
     resources: Mapping[str, ContainerResources] = field(default_factory=_default_resources)
+    # A ConfigMap (in each feed namespace) with a PEM CA bundle, mounted in the feed containers at
+    # FEED_CA_FILE: for `spec.endpoints.caFile`, and as AWS_CA_BUNDLE for an S3 store with a
+    # private CA. (name, key); None mounts nothing.
+    feed_ca_configmap: tuple[str, str] | None = None
+    # Extra environment of the collector and aggregator, e.g. AWS_ENDPOINT_URL of a non-AWS store.
+    feed_extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -76,6 +84,8 @@ class OperatorConfig:
         if policy not in ("Always", "IfNotPresent", "Never"):
             raise ConfigError(f"SVOE_IMAGE_PULL_POLICY={policy!r}: use Always, IfNotPresent or Never")
         return cls(
+            feed_ca_configmap=_ca_configmap(e.get("SVOE_FEED_CA_CONFIGMAP", "")),
+            feed_extra_env=_extra_env(e.get("SVOE_FEED_EXTRA_ENV", "")),
             feed_image=e.get("SVOE_FEED_IMAGE") or DEFAULT_FEED_IMAGE,
             redis_image=e.get("SVOE_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE,
             image_pull_policy=policy,
@@ -84,3 +94,42 @@ class OperatorConfig:
             metrics_port=int(number("SVOE_OPERATOR_METRICS_PORT", 8090, 0)),
             resync_seconds=number("SVOE_RESYNC_SECONDS", 5.0, 0.1),
         )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Set by the operator itself: an override would break the pod's contracts (docs/contracts.md).
+_RESERVED_ENV = {
+    "POD_NAME",
+    "SVOE_SHARD",
+    "SVOE_DATAFEED",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "XDG_CACHE_HOME",
+    "AWS_CA_BUNDLE",
+}
+
+
+def _ca_configmap(raw: str) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    name, _, key = raw.partition(":")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or (key and not re.fullmatch(r"[-._a-zA-Z0-9]+", key)):
+        raise ConfigError(f"SVOE_FEED_CA_CONFIGMAP={raw!r}: use NAME or NAME:KEY of a ConfigMap, e.g. corp-ca:ca.crt")
+    return name, key or "ca.crt"
+
+
+def _extra_env(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        env = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"SVOE_FEED_EXTRA_ENV is not JSON ({err.msg}): use an object, e.g. "
+                          '{"AWS_ENDPOINT_URL": "http://minio.storage:9000"}') from None  # fmt: skip
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError('SVOE_FEED_EXTRA_ENV must be a JSON object of strings, e.g. {"AWS_REGION": "eu-west-1"}')
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"SVOE_FEED_EXTRA_ENV: {name!r} is not an environment variable name")
+        if name in _RESERVED_ENV:
+            raise ConfigError(f"SVOE_FEED_EXTRA_ENV: {name} is set by the operator itself; leave it out")
+    return dict(env)

@@ -23,6 +23,8 @@ CONFIG_DIR = "/etc/svoe"
 MANIFEST_PATH = f"{CONFIG_DIR}/datafeed.yaml"
 REDIS_CONF_PATH = f"{CONFIG_DIR}/redis.conf"
 RUN_DIR = "/var/run/svoe"
+CA_DIR = f"{CONFIG_DIR}/ca"
+FEED_CA_FILE = f"{CA_DIR}/bundle.pem"  # the operator's CA ConfigMap (OperatorConfig.feed_ca_configmap)
 REDIS_SOCKET = f"{RUN_DIR}/redis.sock"
 REDIS_URL = f"unix://{REDIS_SOCKET}"
 METRICS_DIR = f"{RUN_DIR}/metrics"
@@ -213,6 +215,8 @@ def _feed_container(
             {"name": "SVOE_DATAFEED", "value": feed.metadata.name},
             # The lake's writer identity (svoe/lake/layout.py): unique per pod, like its Redis.
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *({"name": k, "value": v} for k, v in sorted(config.feed_extra_env.items())),
+            *([{"name": "AWS_CA_BUNDLE", "value": FEED_CA_FILE}] if config.feed_ca_configmap else []),
         ],
         "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
         "startupProbe": _http_probe("/healthz", port, period=2, failures=90),
@@ -251,6 +255,10 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         {"name": "work", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
+    if config.feed_ca_configmap is not None:
+        ca_name, ca_key = config.feed_ca_configmap
+        volumes.append({"name": "ca", "configMap": {"name": ca_name, "items": [{"key": ca_key, "path": "bundle.pem"}]}})
+        base_mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
     aggregator_mounts = list(base_mounts)
     lake_dir = _local_lake_dir(spec.storage.lake)
     if lake_dir is not None and not (lake_dir + "/").startswith(WORK_DIR + "/"):
@@ -361,7 +369,7 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
     }
     ports = [{"name": "metrics", "port": COLLECTOR_PORT, "targetPort": "metrics", "protocol": "TCP"}]
     live = feed.spec.live
-    if live.enabled and live.bind not in ("127.0.0.1", "localhost", "::1"):
+    if live.served_to_other_pods():
         ports.append({"name": "live", "port": live.port, "targetPort": "live", "protocol": "TCP"})
     service_spec = {"clusterIP": "None", "selector": selector(name, index), "ports": ports}
     service_meta = meta(service_name(name, index), {}, {A_HASH: content_hash(service_spec)})

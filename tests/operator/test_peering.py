@@ -82,7 +82,8 @@ def test_only_the_highest_priority_replica_works_and_the_other_takes_over(
     kube.patch(DATAFEEDS, NS, "feed", {"spec": {"symbols": ["BTC-USDT", "ETH-USDT", "SOL-USDT"]}})
     kube.wait_for(lambda: len(pods_of(kube, NS, "feed")) == 3, timeout=LIFETIME + 20, what="the standby to act")
     assert "Resuming operations after the pause" in low.log()
-    assert passes in low.metrics()
+    # Its update handler may have made the pod before its first periodic pass: wait for that pass.
+    kube.wait_for(lambda: passes in low.metrics(), timeout=30, what="the standby's reconcile passes")
     mark_all_ready(kube, NS, "feed")
     obj = kube.wait_for(lambda: has_condition(kube, NS, "feed", "Ready", "True"), what="Ready after failover")
     assert obj["status"]["shardCount"] == 3

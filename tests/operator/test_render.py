@@ -236,3 +236,46 @@ def test_config_from_env_and_its_errors() -> None:
         OperatorConfig.from_env({"SVOE_RESYNC_SECONDS": "soon"})
     with pytest.raises(ConfigError, match="SVOE_IMAGE_PULL_POLICY"):
         OperatorConfig.from_env({"SVOE_IMAGE_PULL_POLICY": "Sometimes"})
+
+
+def test_the_live_stream_is_reachable_through_the_shard_service_by_default() -> None:
+    def live_ports(f: DataFeed) -> list[dict[str, Any]]:
+        return [p for p in render_shard(f, UID, 0, ["BTC-USDT"], OperatorConfig()).service["spec"]["ports"]
+                if p["name"] == "live"]  # fmt: skip
+
+    default = feed()
+    assert default.spec.live.bind_address(in_pod=True) == "0.0.0.0"
+    assert default.spec.live.bind_address(in_pod=False) == "127.0.0.1"  # svoe run stays on the laptop
+    assert live_ports(default) == [{"name": "live", "port": 5555, "targetPort": "live", "protocol": "TCP"}]
+    assert live_ports(feed(live={"port": 6000})) == [{"name": "live", "port": 6000, "targetPort": "live",
+                                                      "protocol": "TCP"}]  # fmt: skip
+    assert live_ports(feed(live={"bind": "127.0.0.1"})) == []  # kept inside the pod, as asked
+    assert live_ports(feed(live={"enabled": False})) == []
+    # The pod's manifest leaves the bind unset, so the aggregator picks the pod default itself.
+    cm = render_shard(default, UID, 0, ["BTC-USDT"], OperatorConfig()).configmap
+    assert "bind" not in yaml.safe_load(cm["data"]["datafeed.yaml"])["spec"].get("live", {})
+
+
+def test_feed_pods_get_the_operators_ca_bundle_and_extra_environment() -> None:
+    from svoe.operator.config import ConfigError
+    from svoe.operator.render import FEED_CA_FILE
+
+    config = OperatorConfig.from_env(
+        {"SVOE_FEED_CA_CONFIGMAP": "corp-ca", "SVOE_FEED_EXTRA_ENV": '{"AWS_ENDPOINT_URL": "http://minio:9000"}'}
+    )
+    pod = render_shard(feed(endpoints={"caFile": FEED_CA_FILE}), UID, 0, ["BTC-USDT"], config).pod
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "ca"]
+    assert volume["configMap"] == {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "bundle.pem"}]}
+    for name in ("collector", "aggregator"):
+        c = containers(pod)[name]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "ca")
+        assert FEED_CA_FILE.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["AWS_CA_BUNDLE"] == FEED_CA_FILE
+    plain = render_shard(feed(), UID, 0, ["BTC-USDT"], OperatorConfig()).pod
+    assert not [v for v in plain["spec"]["volumes"] if v["name"] == "ca"]
+    for bad, says in (("SVOE_FEED_EXTRA_ENV", "not JSON"), ("SVOE_FEED_CA_CONFIGMAP", "NAME:KEY")):
+        with pytest.raises(ConfigError, match=says):
+            OperatorConfig.from_env({bad: "{nope"})
+    with pytest.raises(ConfigError, match="set by the operator"):
+        OperatorConfig.from_env({"SVOE_FEED_EXTRA_ENV": '{"POD_NAME": "x"}'})

@@ -43,7 +43,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "pinned": {
         "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
-        "operator": {"replicas": 1, "extraArgs": ["--verbose"], "extraEnv": [{"name": "X", "value": "1"}]},
+        "operator": {
+            "replicas": 1,
+            "extraArgs": ["--verbose"],
+            "extraEnv": [{"name": "X", "value": "1"}],
+            "feedCaConfigMap": "corp-ca:bundle.crt",
+            "feedExtraEnv": {"AWS_ENDPOINT_URL": "http://minio:9000"},
+        },
         "monitoring": {"labels": {"release": "kube-prometheus-stack"}},
     },
 }
@@ -444,3 +450,15 @@ def test_compaction_without_a_lake_fails_to_render() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode != 0 and "compaction.lake" in res.stderr
+
+
+def test_feed_pod_settings_reach_the_operator_as_it_reads_them(variants: dict[str, list[dict[str, Any]]]) -> None:
+    from svoe.operator.config import OperatorConfig
+
+    (c,) = one(variants["pinned"], "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    config = OperatorConfig.from_env(env)
+    assert config.feed_ca_configmap == ("corp-ca", "bundle.crt")
+    assert config.feed_extra_env == {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    (d,) = one(variants["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not {"SVOE_FEED_CA_CONFIGMAP", "SVOE_FEED_EXTRA_ENV"} & {e["name"] for e in d["env"]}
