@@ -16,7 +16,8 @@ from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, PLURAL, DataFeed
 from svoe.api.load import format_validation_error
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
-from svoe.operator.kube import ApiError, KubeClient
+from svoe.operator.errors import ApiConflictError, ApiError, ApiNotFoundError
+from svoe.operator.kube import KubeClient
 from svoe.operator.metrics import OperatorMetrics
 from svoe.operator.reconcile import (
     Action,
@@ -47,8 +48,12 @@ def plain(value: Any) -> Any:
     return value
 
 
-def parse_feed(body: kopf.Body) -> DataFeed | str:
-    """The DataFeed, or the InvalidSpec message (field paths and what is allowed)."""
+class InvalidSpec(ValueError):
+    """A DataFeed whose spec does not validate; the message names the fields and what is allowed."""
+
+
+def parse_feed(body: kopf.Body) -> DataFeed:
+    """The DataFeed; InvalidSpec when its spec does not validate."""
     meta = body.get("metadata") or {}
     doc = {
         "apiVersion": body.get("apiVersion"),
@@ -59,7 +64,7 @@ def parse_feed(body: kopf.Body) -> DataFeed | str:
     try:
         return DataFeed.model_validate(doc)
     except ValidationError as err:
-        return format_validation_error(err).replace("\n", "; ")
+        raise InvalidSpec(format_validation_error(err).replace("\n", "; ")) from None
 
 
 class Controller:
@@ -118,12 +123,14 @@ class Controller:
             if written is not None and written[0] == uid and _newer_rv(written[1], str(meta.get("resourceVersion"))):
                 # Our last status write has not come back through the watch yet: it is newer.
                 previous = written[2]
-            feed = parse_feed(body)
-            if isinstance(feed, str):
-                status = invalid_status(previous, feed, generation)
+            try:
+                feed = parse_feed(body)
+            except InvalidSpec as err:
+                message = str(err)
+                status = invalid_status(previous, message, generation)
                 old = condition(previous, "InvalidSpec")
-                if not old or old.get("status") != "True" or old.get("message") != feed:
-                    kopf.event(body, type="Warning", reason="InvalidSpec", message=f"{feed}; no pods are created")
+                if not old or old.get("status") != "True" or old.get("message") != message:
+                    kopf.event(body, type="Warning", reason="InvalidSpec", message=f"{message}; no pods are created")
                 return await self._write_status(body, previous, status)
 
             p = plan(feed, uid, previous, self._merge((namespace, name), observed), self.config)
@@ -178,10 +185,8 @@ class Controller:
             return dict(previous)
         try:
             result = await self.api().patch_status(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name, status)
-        except ApiError as e:
-            if e.status == 404:  # deleted meanwhile
-                return status
-            raise
+        except ApiNotFoundError:  # deleted meanwhile
+            return status
         rv = str(result.get("metadata", {}).get("resourceVersion"))
         self._written[(namespace, name)] = (str(meta["uid"]), rv, status)
         return status
@@ -239,9 +244,7 @@ class Controller:
             assert a.body is not None
             try:
                 self._remember(key, a, await api.create(a.body))
-            except ApiError as e:
-                if e.status != 409:
-                    raise
+            except ApiConflictError:
                 await self._resolve_conflict(body, namespace, uid, a)
                 return
         elif a.verb == "patch":
@@ -250,9 +253,7 @@ class Controller:
         else:
             try:
                 await api.delete(a.kind, namespace, a.name, uid=a.uid)
-            except ApiError as e:
-                if e.status != 409:  # uid precondition: the namesake is a new object; leave it
-                    raise
+            except ApiConflictError:  # uid precondition: the namesake is a new object; leave it
                 return
             self._remember(key, a, None)
         kopf.event(body, type="Warning" if a.warning else "Normal", reason=a.reason, message=a.message)
@@ -263,10 +264,8 @@ class Controller:
         api = self.api()
         try:
             existing = await api.get(a.kind, namespace, a.name)
-        except ApiError as e:
-            if e.status == 404:
-                return  # deleted meanwhile: the next pass creates it
-            raise
+        except ApiNotFoundError:
+            return  # deleted meanwhile: the next pass creates it
         owners = existing.get("metadata", {}).get("ownerReferences") or []
         obs = observe(existing)
         if any(r.get("uid") == uid for r in owners):
@@ -304,7 +303,9 @@ class Controller:
                 message=f"deleted {a.kind.lower()} {a.name} of an earlier DataFeed with this name",
             )
             return
-        raise ApiError(409, "AlreadyExists", f"{a.kind.lower()} {a.name} exists and is not owned by this DataFeed")
+        raise ApiConflictError(
+            409, "AlreadyExists", f"{a.kind.lower()} {a.name} exists and is not owned by this DataFeed"
+        )
 
     async def cleanup(self, body: kopf.Body) -> int:
         """Delete every child of a DataFeed being deleted. Returns how many were deleted."""

@@ -24,7 +24,8 @@ from svoe.api.datafeed import API_GROUP, API_VERSION, PLURAL
 from svoe.operator import render
 from svoe.operator.config import MANAGER
 from svoe.operator.controller import Controller
-from svoe.operator.kube import ApiError, KubeClient
+from svoe.operator.errors import ApiError
+from svoe.operator.kube import KubeClient
 from svoe.operator.reconcile import Observed, observe
 
 LOG = logging.getLogger(__name__)

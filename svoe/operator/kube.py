@@ -19,20 +19,10 @@ from typing import Any
 import aiohttp
 import kopf
 
+from svoe.operator.errors import ApiNotFoundError, api_error
+
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def transient(self) -> bool:
-        return self.status in (408, 409, 425, 429) or self.status >= 500
 
 
 def resource_path(
@@ -145,7 +135,7 @@ class KubeClient:
                     reason, message = str(err.get("reason", "")), str(err.get("message", text))
                 except ValueError:
                     reason, message = resp.reason or "", text
-                raise ApiError(resp.status, reason, message)
+                raise api_error(resp.status, reason, message)
             return json.loads(text) if text else None
 
     # -- typed helpers --------------------------------------------------------------------------
@@ -171,11 +161,8 @@ class KubeClient:
         body: JSON = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
-        try:
+        with contextlib.suppress(ApiNotFoundError):  # already gone
             await self.request("DELETE", resource_path("v1", PLURALS[kind], namespace, name), body)
-        except ApiError as e:
-            if e.status != 404:
-                raise
 
     async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, status: JSON) -> JSON:
         path = resource_path(api_version, plural, namespace, name, "status")
