@@ -3,7 +3,7 @@
 - indexes over the feed pods, configmaps and services (label-selected on the server) are the
   informer cache the planner reads, so a reconcile pass costs no API reads;
 - child events wake the DataFeed's daemon, so a deleted or edited child is restored at once;
-- one daemon per DataFeed runs the level-triggered reconcile on wake-ups and at least every
+- one daemon per DataFeed runs the level-triggered reconcile loop (daemon.py) on wake-ups and at least every
   `resync_seconds` (drift healing, rollout progress, status);
 - create/update/resume record the new generation and wake the daemon; delete removes the
   children explicitly (ownerReferences let the garbage collector do the same if the operator is
@@ -17,13 +17,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiohttp
 import kopf
 
 from svoe.api.datafeed import API_GROUP, API_VERSION, PLURAL
 from svoe.operator import render
 from svoe.operator.config import MANAGER
 from svoe.operator.controller import Controller
+from svoe.operator.daemon import reconcile_until_stopped
 from svoe.operator.errors import ApiError
 from svoe.operator.kube import KubeClient
 from svoe.operator.reconcile import Observed, observe
@@ -161,32 +161,7 @@ def build_registry(controller: Controller, *, peering_lifetime: int | None = Non
         **kwargs: Any,
     ) -> None:
         key = (namespace or "", name)
-        wake = controller.wakeup(key)
         indexes = [kwargs[f"svoe_{plural}"] for _, plural in CHILD_RESOURCES]
-        failures = 0
-        while not stopped:
-            wake.clear()
-            try:
-                with metrics.timed("reconcile"):
-                    await controller.reconcile(body, _children(key, indexes))
-                failures = 0
-            except (ApiError, kopf.TemporaryError, aiohttp.ClientError, OSError, TimeoutError) as e:
-                failures += 1
-                logger.warning(f"reconcile failed (attempt {failures}), retrying: {e}")
-                await asyncio.sleep(min(0.5 * 2**failures, config.resync_seconds))
-                continue
-            waiter = asyncio.ensure_future(wake.wait())
-            stopper = asyncio.ensure_future(stopped.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, stopper}, timeout=config.resync_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                waiter.cancel()
-                stopper.cancel()
-            if wake.is_set():
-                # Events come in bursts (a pod's create and its status); take them in one pass.
-                await asyncio.sleep(0.05)
-        controller.forget(key)
+        await reconcile_until_stopped(controller, key, body, lambda: _children(key, indexes), stopped, logger)
 
     return registry

@@ -1,0 +1,55 @@
+"""The per-DataFeed reconcile loop that kopf's daemon handler runs (handlers.py stays thin).
+
+Level-triggered: a pass on every wake-up (a child or the DataFeed changed) and at least every
+`resync_seconds`. A failed pass is retried with a capped exponential backoff, never a storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiohttp
+import kopf
+
+from svoe.operator.controller import Controller
+from svoe.operator.errors import ApiError
+from svoe.operator.reconcile import Observed
+
+RETRYABLE = (ApiError, kopf.TemporaryError, aiohttp.ClientError, OSError, TimeoutError)
+BURST_SECONDS = 0.05  # a pod's create and its first status change come together: one pass for both
+
+
+async def reconcile_until_stopped(
+    controller: Controller,
+    key: tuple[str, str],
+    body: kopf.Body,
+    children: Callable[[], Iterable[Observed]],
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+) -> None:
+    wake = controller.wakeup(key)
+    resync = controller.config.resync_seconds
+    failures = 0
+    while not stopped:
+        wake.clear()
+        try:
+            with controller.metrics.timed("reconcile"):
+                await controller.reconcile(body, children())
+            failures = 0
+        except RETRYABLE as e:
+            failures += 1
+            logger.warning(f"reconcile failed (attempt {failures}), retrying: {e}")
+            await asyncio.sleep(min(0.5 * 2**failures, resync))
+            continue
+        waiter = asyncio.ensure_future(wake.wait())
+        stopper = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=resync, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if wake.is_set():
+            await asyncio.sleep(BURST_SECONDS)
+    controller.forget(key)
