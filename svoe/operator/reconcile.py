@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from svoe.api.crd import ShardPhase
 from svoe.api.datafeed import DataFeed
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
@@ -150,7 +151,7 @@ class ShardState:
     symbols: tuple[str, ...]
     pod: str
     revision: str
-    phase: Literal["Pending", "Starting", "Ready", "RollingOut", "Failed"]
+    phase: ShardPhase
     serving: bool  # some pod of the shard (any revision) is Ready
     failure: str | None = None
 
@@ -309,7 +310,7 @@ def plan(
         older = [o for o in shard_pods if o.name != d.pod_name and not o.deleting]
         serving = any(o.ready and not o.deleting for o in shard_pods)
         failure: str | None = None
-        phase: Literal["Pending", "Starting", "Ready", "RollingOut", "Failed"]
+        phase: ShardPhase
         if ("Pod", d.pod_name) in foreign:
             conflicts.append(f"pod {d.pod_name} exists and is not owned by this DataFeed")
             phase = "Pending"
