@@ -158,7 +158,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compact(a: argparse.Namespace) -> int:
-    from svoe.lake.compact import CompactTask, compact_partition, parse_size, plan_lake
+    from svoe.lake.compact import CompactTask, Skipped, compact_partition, parse_size, plan_lake
     from svoe.lake.jobs import JobError, run_tasks
     from svoe.lake.scan import LakeError, check_channel
 
@@ -172,9 +172,14 @@ def cmd_compact(a: argparse.Namespace) -> int:
         channels = [a.channel] if a.channel else None
         tasks, skipped = plan_lake(a.lake_url, before, a.min_age, channels, a.exchange, a.symbol)
         tasks = [CompactTask(t.url, t.partition, target) for t in tasks]
-        results = run_tasks(compact_partition, tasks, label="compacting", scheduler=a.scheduler, workers=a.workers)
+        done = run_tasks(compact_partition, tasks, label="compacting", scheduler=a.scheduler, workers=a.workers)
     except (LakeError, JobError) as err:
         return _fail("compact", err)
+    except OSError as err:  # the store failed mid-way; what was done is consistent, run again
+        print(f"svoe lake compact: {err}", file=sys.stderr)
+        return 1
+    skipped += [Skipped(r.partition, r.left_alone) for r in done if r.left_alone]
+    results = [r for r in done if not r.left_alone]
     reasons: dict[str, int] = {}
     for s in skipped:
         if a.verbose:
@@ -209,12 +214,13 @@ def cmd_report(a: argparse.Namespace) -> int:
         symbols = run_tasks(symbol_report, tasks, label="reporting", scheduler=a.scheduler, workers=a.workers)
         exchanges = exchange_reports(a.lake_url, sorted({t.exchange for t in tasks}), date)
         page = render(a.lake_url, date, symbols, exchanges)
+    except (LakeError, JobError) as err:
+        return _fail("report", err)
+    try:
         with open(a.out, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as err:
-        return _fail("report", ValueError(f"cannot write --out {a.out}: {err.strerror}"))
-    except (LakeError, JobError) as err:
-        return _fail("report", err)
+        return _fail("report", ValueError(f"cannot write --out {a.out}: {err.strerror or err}"))
     gaps = sum(len(s.gaps) for s in symbols)
     print(f"wrote {a.out}: {len(symbols)} symbols of {len(exchanges)} exchanges, {gaps} gaps")
     return 0

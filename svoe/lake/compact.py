@@ -20,6 +20,7 @@ Why it is safe at every instant, kill -9 included (docs/lake-schema.md, "Compact
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import math
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
+from svoe.feedpod.events import FEED_EVENTS
 from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.feedpod.lake_writer import LocalLakeWriter, parquet_bytes
 from svoe.lake.layout import BlockKey
@@ -71,6 +74,7 @@ class CompactResult:
     events: int  # exactly-once events written
     bytes_before: int
     bytes_after: int
+    left_alone: str | None = None  # why the partition was read but not rewritten
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def compacted_rows(table: pa.Table, channel: str) -> pa.Table:
 
     con = duckdb_connection()
     con.register("stored", table)
-    origin = "coalesce(svoe_origin, nullif(svoe_writer, ''))"
+    origin = "coalesce(svoe_origin, svoe_writer, '')"  # '' for rows of older layouts: no collector known
     view = exactly_once_sql(channel, f"(SELECT * REPLACE ({origin} AS svoe_origin) FROM stored)", True, True)
     out: pa.Table = con.sql(view).to_arrow_table()
     return out
@@ -202,15 +206,36 @@ def _step() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def repeatable_identities(stored: pa.Table, channel: str) -> bool:
+    """Whether an event's identity could recur on another date: rows without an exchange time
+    (`timestamp` null, or cryptofeed's receipt-time stand-in) are identified by their content
+    alone, and the same ticker or book can then come back another day.
+
+    Such a partition is left alone. The view counts a collector's copies of one identity over the
+    whole lake, so folding one date's copies into a writer of their own could lower the count of
+    an identity that the same collector also stored on other dates. Where the exchange's time is
+    part of the identity, an identity lives on one date (copies received either side of midnight
+    are one event, which the view keeps once either way). Feed events carry their collector and
+    receipt time in their identity."""
+    if channel == FEED_EVENTS or "timestamp" not in stored.column_names:
+        return channel != FEED_EVENTS
+    ts, rt = stored["timestamp"], stored["receipt_timestamp"]
+    return bool(ts.null_count or pc.any(pc.equal(ts, rt)).as_py())
+
+
 def compact_partition(task: CompactTask) -> CompactResult:
     scanner = LakeScanner(task.url)
     part = task.partition
     blocks = scanner.blocks([part.channel], part.exchange, [part.symbol], {part.date})
-    infos = {i.path: i.size for i in scanner.fs.get_file_info([b.path for b in blocks])}
+    listed = _stat(scanner, blocks)
+    infos = {path: size for path, (size, _) in listed.items()}
     size_before = sum(infos.values())
     if not blocks or (len({b.key.writer for b in blocks}) == 1 and is_compacted(blocks[0])):
         return CompactResult(part, len(blocks), len(blocks), 0, 0, size_before, size_before)
     stored = scanner.dataset(part.channel, blocks).to_table()
+    if repeatable_identities(stored, part.channel):
+        why = "events without an exchange time: compacting could change the exactly-once count"
+        return CompactResult(part, len(blocks), len(blocks), stored.num_rows, 0, size_before, size_before, why)
     rows = compacted_rows(stored, part.channel)
     bytes_per_row = max(1.0, size_before / max(1, stored.num_rows))
     rows_per_file = max(1, int(task.target_size / bytes_per_row))
@@ -221,11 +246,22 @@ def compact_partition(task: CompactTask) -> CompactResult:
         size_after += _write(scanner, key, table)
         written.add(f"{scanner.root}/{key.relpath}")
         _step()
+    if _stat(scanner, blocks) != listed:
+        # A block was rewritten (a collector's retry) or removed (another compaction) while this
+        # one read the partition: the outputs may not hold what it has now. Leave every input;
+        # the view counts the outputs as one more writer, and the next run folds both in.
+        why = "a block changed while it was being compacted: run again"
+        return CompactResult(part, len(blocks), len(blocks), stored.num_rows, 0, size_before, size_before, why)
     for b in blocks:
         if b.path not in written:
             _delete(scanner, b)
             _step()
     return CompactResult(part, len(blocks), len(outputs), stored.num_rows, rows.num_rows, size_before, size_after)
+
+
+def _stat(scanner: LakeScanner, blocks: list[Block]) -> dict[str, tuple[int, float]]:
+    infos = scanner.fs.get_file_info([b.path for b in blocks])
+    return {i.path: (i.size, i.mtime.timestamp() if i.mtime else 0.0) for i in infos if i.type == pafs.FileType.File}
 
 
 def _write(scanner: LakeScanner, key: BlockKey, table: pa.Table) -> int:
@@ -240,7 +276,8 @@ def _write(scanner: LakeScanner, key: BlockKey, table: pa.Table) -> int:
 
 def _delete(scanner: LakeScanner, block: Block) -> None:
     if not scanner.location.is_s3:
-        scanner.fs.delete_file(block.path)
+        with contextlib.suppress(FileNotFoundError):  # deleted by another compaction meanwhile
+            scanner.fs.delete_file(block.path)
         return
     import awswrangler as wr
 

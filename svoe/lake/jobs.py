@@ -38,12 +38,19 @@ def _completed_locally[T, R](fn: Callable[[T], R], tasks: Sequence[T], workers: 
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for fut in cf.as_completed(futures):
-            yield futures[fut], fut.result()
+            try:
+                result = fut.result()
+            except cf.process.BrokenProcessPool:
+                raise JobError(
+                    "a worker process died (out of memory?): run with fewer --workers; what finished is kept"
+                ) from None
+            yield futures[fut], result
 
 
 def _completed_on_dask[T, R](fn: Callable[[T], R], tasks: Sequence[T], address: str) -> Iterator[tuple[int, R]]:
     try:
         from distributed import Client, as_completed
+        from distributed.scheduler import KilledWorker
     except ImportError as err:  # pragma: no cover - a dependency of svoe
         raise JobError(f"--scheduler needs dask.distributed: {err}") from None
     try:
@@ -56,12 +63,17 @@ def _completed_on_dask[T, R](fn: Callable[[T], R], tasks: Sequence[T], address: 
         futures = client.map(fn, list(tasks), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):  # type: ignore[no-untyped-call]
-            yield index[fut.key], fut.result()
+            try:
+                result = fut.result()
+            except KilledWorker as err:
+                raise JobError(f"Dask lost the workers of a task (out of memory?): {err}") from None
+            yield index[fut.key], result
     finally:
         client.close()  # type: ignore[no-untyped-call]
 
 
 def default_workers() -> int:
+    """CPUs this process may use (in a container, pass --workers: its CPU limit is not visible here)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 

@@ -13,6 +13,7 @@ gaps) that no gap covers.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,13 @@ class ChannelReport:
     last: float
     per_minute: list[tuple[float, int]]  # (minute start, events)
     gaps: list[Gap] = field(default_factory=list)
+    # The report's window: with --date its day; an open gap runs to its end (or to now).
+    window: tuple[float | None, float | None] = (None, None)
+
+    def gap_bounds(self, g: Gap) -> tuple[float, float]:
+        lo, hi = self.window
+        end = g.end if g.end is not None else (hi if hi is not None else time.time())
+        return (g.start if lo is None else max(lo, g.start)), (end if hi is None else min(hi, end))
 
     @property
     def duplicate_rate(self) -> float:
@@ -49,9 +57,8 @@ class ChannelReport:
 
     @property
     def span(self) -> tuple[float, float]:
-        starts = [self.first, *(g.start for g in self.gaps)]
-        ends = [self.last, *(g.end for g in self.gaps if g.end is not None)]
-        return min(starts), max(ends)
+        bounds = [self.gap_bounds(g) for g in self.gaps]
+        return min([self.first, *(a for a, _ in bounds)]), max([self.last, *(b for _, b in bounds)])
 
     @property
     def coverage(self) -> float:
@@ -60,8 +67,8 @@ class ChannelReport:
             return 0.0 if self.gaps else 1.0
         missing = 0.0
         edge = lo
-        for g in sorted(self.gaps, key=lambda g: g.start):
-            start, end = max(g.start, edge), min(hi, g.end if g.end is not None else hi)
+        for a, b in sorted(self.gap_bounds(g) for g in self.gaps):
+            start, end = max(a, edge), min(hi, b)
             if end > start:
                 missing += end - start
                 edge = end
@@ -147,6 +154,7 @@ def symbol_report(task: ReportTask) -> SymbolReport:
                 float(last),
                 [(float(m), int(n)) for m, n in per_minute],
                 [g for g in gaps if g.channel == channel],
+                (t0, t1),
             )
         )
     resyncs, book_gaps = _symbol_feed_events(scanner, task)

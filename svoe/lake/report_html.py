@@ -74,7 +74,7 @@ def timeline_svg(rep: SymbolReport) -> str:
         parts.append(f'<rect x="{a:.1f}" y="{y}" width="{max(2.0, b - a):.1f}" height="{LANE - 4}" fill="{COVERED}">'
                      f"<title>{_esc(c.channel)}: {_pct(c.coverage)} covered</title></rect>")  # fmt: skip
         for g in c.gaps:
-            ga, gb = _x(g.start, lo, hi), _x(g.end if g.end is not None else hi, lo, hi)
+            ga, gb = (_x(t, lo, hi) for t in c.gap_bounds(g))
             width = max(3.0, gb - ga)  # a gap of milliseconds still shows
             title = f"{_esc(g.kind)} {_iso(g.start)} to {_iso(g.end)}"
             parts.append(f'<rect class="gap" x="{ga:.1f}" y="{y}" width="{width:.1f}" height="{LANE - 4}" '

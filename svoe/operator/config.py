@@ -58,8 +58,8 @@ class OperatorConfig:
     redis_maxmemory_ratio: float = 0.8
     resources: Mapping[str, ContainerResources] = field(default_factory=_default_resources)
     # A ConfigMap (in each feed namespace) with a PEM CA bundle, mounted in the feed containers at
-    # FEED_CA_FILE: for `spec.endpoints.caFile`, and as AWS_CA_BUNDLE for an S3 store with a
-    # private CA. (name, key); None mounts nothing.
+    # FEED_CA_FILE for `spec.endpoints.caFile`. (name, key); None mounts nothing. Not set as
+    # AWS_CA_BUNDLE: botocore would then trust only it, and AWS's own endpoints would fail.
     feed_ca_configmap: tuple[str, str] | None = None
     # Extra environment of the collector and aggregator, e.g. AWS_ENDPOINT_URL of a non-AWS store.
     feed_extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -98,14 +98,8 @@ class OperatorConfig:
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the operator itself: an override would break the pod's contracts (docs/contracts.md).
-_RESERVED_ENV = {
-    "POD_NAME",
-    "SVOE_SHARD",
-    "SVOE_DATAFEED",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "XDG_CACHE_HOME",
-    "AWS_CA_BUNDLE",
-}
+# SVOE_WRITER would give every pod one writer identity, and the view would then merge their copies.
+_RESERVED_ENV = {"POD_NAME", "SVOE_SHARD", "SVOE_DATAFEED", "SVOE_WRITER", "PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME"}
 
 
 def _ca_configmap(raw: str) -> tuple[str, str] | None:

@@ -216,7 +216,6 @@ def _feed_container(
             # The lake's writer identity (svoe/lake/layout.py): unique per pod, like its Redis.
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *({"name": k, "value": v} for k, v in sorted(config.feed_extra_env.items())),
-            *([{"name": "AWS_CA_BUNDLE", "value": FEED_CA_FILE}] if config.feed_ca_configmap else []),
         ],
         "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
         "startupProbe": _http_probe("/healthz", port, period=2, failures=90),

@@ -146,3 +146,19 @@ def test_bad_report_input_exits_2(tmp_path: Path, report: tuple[Path, Path]) -> 
     assert res.returncode == 2 and "no market data on 2001-01-01" in res.stderr
     res = svoe("lake", "report", str(report[0]), "--out", str(tmp_path / "missing" / "r.html"))
     assert res.returncode == 2 and "--out" in res.stderr
+
+
+def test_coverage_counts_open_gaps_to_the_end_of_the_window_and_trims_to_the_day() -> None:
+    from svoe.lake.gaps import Gap
+    from svoe.lake.report import ChannelReport
+
+    def report(gaps: list[Gap], window: tuple[float | None, float | None]) -> ChannelReport:
+        return ChannelReport("trades", 10, 10, 100.0, 110.0, [], gaps, window)
+
+    died = Gap("X", "trades", "S", "not_running", 108.0, None, "")
+    assert report([died], (None, 120.0)).span == (100.0, 120.0)
+    assert report([died], (None, 120.0)).coverage == pytest.approx(1 - 12 / 20)  # missing since 108
+    yesterday = Gap("X", "trades", "S", "disconnect", 90.0, 102.0, "")
+    day = report([yesterday], (100.0, 120.0))  # --date: only the part of the gap in the day counts
+    assert day.span == (100.0, 110.0) and day.coverage == pytest.approx(1 - 2 / 10)
+    assert report([], (None, None)).coverage == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -260,9 +261,8 @@ def test_feed_pods_get_the_operators_ca_bundle_and_extra_environment() -> None:
     from svoe.operator.config import ConfigError
     from svoe.operator.render import FEED_CA_FILE
 
-    config = OperatorConfig.from_env(
-        {"SVOE_FEED_CA_CONFIGMAP": "corp-ca", "SVOE_FEED_EXTRA_ENV": '{"AWS_ENDPOINT_URL": "http://minio:9000"}'}
-    )
+    extra = '{"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_CA_BUNDLE": "/etc/svoe/ca/bundle.pem"}'
+    config = OperatorConfig.from_env({"SVOE_FEED_CA_CONFIGMAP": "corp-ca", "SVOE_FEED_EXTRA_ENV": extra})
     pod = render_shard(feed(endpoints={"caFile": FEED_CA_FILE}), UID, 0, ["BTC-USDT"], config).pod
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "ca"]
     assert volume["configMap"] == {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "bundle.pem"}]}
@@ -277,5 +277,6 @@ def test_feed_pods_get_the_operators_ca_bundle_and_extra_environment() -> None:
     for bad, says in (("SVOE_FEED_EXTRA_ENV", "not JSON"), ("SVOE_FEED_CA_CONFIGMAP", "NAME:KEY")):
         with pytest.raises(ConfigError, match=says):
             OperatorConfig.from_env({bad: "{nope"})
-    with pytest.raises(ConfigError, match="set by the operator"):
-        OperatorConfig.from_env({"SVOE_FEED_EXTRA_ENV": '{"POD_NAME": "x"}'})
+    for reserved in ("POD_NAME", "SVOE_WRITER"):  # one writer for every pod would merge their copies
+        with pytest.raises(ConfigError, match="set by the operator"):
+            OperatorConfig.from_env({"SVOE_FEED_EXTRA_ENV": json.dumps({reserved: "x"})})
