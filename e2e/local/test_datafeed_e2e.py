@@ -73,7 +73,7 @@ from tests.operator.conftest import OperatorProcess
 from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 
 FLUSH_SECONDS = 600.0  # nothing is flushed on time: every row reaches the lake through a drain
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 120.0  # a loaded 2-core CI machine has taken over 60 s to get a rollout's pods Ready
 DRAIN_TIMEOUT = 90.0
 
 
