@@ -302,14 +302,3 @@ class Lake:
             )
         table = self._book_rows(exchange, symbol, t0, t1)
         return snapshots(table, depth, step, t0, t1)
-
-    def write_snapshots(
-        self, out: str, exchange: str, symbol: str, depth: int, interval: str, start: Time | None, end: Time | None
-    ) -> int:
-        import pyarrow.parquet as pq
-
-        table = self.snapshots(exchange, symbol, depth, interval, start, end)
-        if table.num_rows == 0:
-            raise LakeError(f"no {exchange} {symbol} book at any tick of {interval} in that range")
-        pq.write_table(table, out, compression="zstd")
-        return int(table.num_rows)
