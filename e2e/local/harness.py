@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -96,8 +98,11 @@ class Kubectl:
         lines = self("get", "df").stdout.splitlines()
         if not lines:
             return {}
-        header = lines[0].split()
-        return {line.split()[0]: dict(zip(header, line.split(), strict=True)) for line in lines[1:]}
+        # kubectl aligns every cell under its header, and a header (LAST EVENT) may hold a space.
+        starts = [m.start() for m in re.finditer(r"(?:(?<=\s{2})|^)\S", lines[0])]
+        header = [lines[0][a:b].strip() for a, b in itertools.pairwise([*starts, None])]
+        rows = [[line[a:b].strip() for a, b in itertools.pairwise([*starts, None])] for line in lines[1:]]
+        return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
 
 
 # -- moto -------------------------------------------------------------------------------------------

@@ -6,67 +6,26 @@ file drifts from this output. The spec schema is the pydantic JSON schema made s
 what only the CRD can say: enums from cryptofeed's exchange map, list types and CEL rules, so
 that the API server rejects at apply time whatever the schema can express.
 
-The status models live here too: the operator writes them, the CRD publishes their schema.
+The status schema comes from the status models (svoe/api/status.py), which the operator writes.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, NAME_PATTERN, PLURAL, DataFeedSpec
 from svoe.api.exchanges import STORED_CHANNELS, exchange_channels
+from svoe.api.status import DataFeedStatus
 
 SINGULAR = "datafeed"
 SHORT_NAMES = ["df"]
 CATEGORIES = ["svoe"]
 # NAME_PATTERN allows 52 characters; pod names add the shard index and a revision.
 NAME_MAX_LENGTH = 52
-
-
-class _StatusModel(BaseModel):
-    model_config = ConfigDict(alias_generator=AliasGenerator(alias=to_camel), populate_by_name=True, extra="ignore")
-
-
-class Condition(_StatusModel):
-    """A Kubernetes-style condition (metav1.Condition)."""
-
-    type: Literal["Ready", "Progressing", "Degraded", "InvalidSpec"]
-    status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, Field(description="CamelCase reason for the last transition.")]
-    message: str = ""
-    last_transition_time: Annotated[str, Field(description="RFC 3339 time of the last status change.")]
-    observed_generation: int | None = None
-
-
-ShardPhase = Literal["Pending", "Starting", "Ready", "RollingOut", "Failed"]
-
-
-class ShardStatus(_StatusModel):
-    """One shard: the symbols it collects and the pod that collects them."""
-
-    name: str
-    index: Annotated[int, Field(ge=0)]
-    symbols: list[str]
-    pod: Annotated[str | None, Field(description="The pod serving the shard's current revision.")] = None
-    phase: ShardPhase
-    revision: str | None = None
-
-
-class DataFeedStatus(_StatusModel):
-    observed_generation: Annotated[int | None, Field(description="The generation the status describes.")] = None
-    conditions: list[Condition] = []
-    shards: Annotated[
-        list[ShardStatus], Field(description="The stable symbol-to-shard assignment and the state of each shard.")
-    ] = []
-    shard_count: int = 0
-    ready_shards: int = 0
-    symbol_count: int = 0
 
 
 def _structural(schema: dict[str, Any], defs: dict[str, Any], top: bool = False) -> dict[str, Any]:
@@ -83,7 +42,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any], top: bool = False)
         if node.get("default", "absent") is None:
             del node["default"]
     node.pop("title", None)
-    node.pop("additionalProperties", None)
+    if "properties" in node or not isinstance(node.get("additionalProperties"), dict):
+        node.pop("additionalProperties", None)
+    else:  # a map of strings (nodeSelector): structural as additionalProperties alone
+        node["additionalProperties"] = _structural(node["additionalProperties"], defs)
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
@@ -187,8 +149,13 @@ def status_schema() -> dict[str, Any]:
     props["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     props["shards"]["x-kubernetes-list-type"] = "map"
     props["shards"]["x-kubernetes-list-map-keys"] = ["index"]
+    replicas = props["shards"]["items"]["properties"]["replicas"]
+    replicas["x-kubernetes-list-type"] = "map"
+    replicas["x-kubernetes-list-map-keys"] = ["replica"]
     props["conditions"]["items"]["properties"]["lastTransitionTime"]["format"] = "date-time"
-    for node in (props["conditions"], props["shards"]):
+    for health in (props, props["shards"]["items"]["properties"], replicas["items"]["properties"]):
+        health["lastEventTime"]["format"] = "date-time"
+    for node in (props["conditions"], props["shards"], replicas):
         node.pop("default", None)
     return status
 
@@ -248,13 +215,43 @@ def crd() -> dict[str, Any]:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Exchange", "type": "string", "jsonPath": ".spec.exchange"},
-                        {"name": "Channels", "type": "string", "jsonPath": ".spec.channels"},
+                        {"name": "Channels", "type": "string", "jsonPath": ".spec.channels", "priority": 1},
                         {"name": "Symbols", "type": "integer", "jsonPath": ".status.symbolCount"},
                         {"name": "Shards", "type": "integer", "jsonPath": ".status.shardCount"},
+                        {
+                            "name": "Replicas",
+                            "type": "integer",
+                            "description": "Ready feed pods, over all shards and replicas",
+                            "jsonPath": ".status.readyReplicas",
+                            "priority": 1,
+                        },
                         {
                             "name": "Ready",
                             "type": "string",
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {
+                            "name": "Stale",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Stale")].status',
+                        },
+                        {
+                            "name": "Rate",
+                            "type": "number",
+                            "description": "Events per second over the last minute, all shards",
+                            "jsonPath": ".status.eventsPerSecond",
+                        },
+                        {
+                            "name": "Last Event",
+                            "type": "date",
+                            "description": "The stalest shard's newest event",
+                            "jsonPath": ".status.lastEventTime",
+                        },
+                        {
+                            "name": "Gaps",
+                            "type": "integer",
+                            "description": "Sequence gaps and disconnects in the last hour, all shards",
+                            "jsonPath": ".status.gapsLastHour",
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

@@ -131,6 +131,26 @@ class ShardingOptions(_Model):
     ] = 10
 
 
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+
+
+class PlacementOptions(_Model):
+    """Where the feed pods may run, besides the operator's own feed node role."""
+
+    node_selector: Annotated[
+        dict[str, str],
+        Field(description="Node labels every feed pod requires, e.g. topology.kubernetes.io/zone: eu-west-1a."),
+    ] = {}
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.match(LABEL_KEY_PATTERN, k)]
+        if bad:
+            raise ValueError(f"not a label key: {bad}; use e.g. kubernetes.io/arch or node-pool")
+        return v
+
+
 class BufferOptions(_Model):
     """The Redis stream buffer between collector and aggregator."""
 
@@ -153,6 +173,18 @@ class DataFeedSpec(_Model):
         list[Annotated[str, Field(pattern=SYMBOL_PATTERN)]],
         Field(min_length=1, description="Symbols in cryptofeed's normalized form: BTC-USDT, BTC-USD-PERP."),
     ]
+    replicas: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=5,
+            description=(
+                "Pods per shard, each collecting every symbol of the shard under its own writer identity, "
+                "on different nodes where the cluster has them. The lake's exactly-once view merges them."
+            ),
+        ),
+    ] = 1
+    placement: PlacementOptions = PlacementOptions()
     book: BookOptions = BookOptions()
     storage: StorageOptions = StorageOptions()
     live: LiveOptions = LiveOptions()

@@ -63,6 +63,11 @@ class OperatorConfig:
     feed_ca_configmap: tuple[str, str] | None = None
     # Extra environment of the collector and aggregator, e.g. AWS_ENDPOINT_URL of a non-AWS store.
     feed_extra_env: Mapping[str, str] = field(default_factory=dict)
+    # How often each Ready feed pod's /stats is read (through the API server's pod proxy) for
+    # the health figures of the status; 0 turns the reads off.
+    health_interval_seconds: float = 15.0
+    # A shard whose newest event is older than this is Stale.
+    stale_after_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -93,13 +98,23 @@ class OperatorConfig:
             feed_service_account=e.get("SVOE_FEED_SERVICE_ACCOUNT", ""),
             metrics_port=int(number("SVOE_OPERATOR_METRICS_PORT", 8090, 0)),
             resync_seconds=number("SVOE_RESYNC_SECONDS", 5.0, 0.1),
+            health_interval_seconds=number("SVOE_HEALTH_INTERVAL_SECONDS", 15.0, 0),
+            stale_after_seconds=number("SVOE_STALE_AFTER_SECONDS", 120.0, 1),
         )
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the operator itself: an override would break the pod's contracts (docs/contracts.md).
 # SVOE_WRITER would give every pod one writer identity, and the view would then merge their copies.
-_RESERVED_ENV = {"POD_NAME", "SVOE_SHARD", "SVOE_DATAFEED", "SVOE_WRITER", "PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME"}
+_RESERVED_ENV = {
+    "POD_NAME",
+    "POD_UID",
+    "SVOE_SHARD",
+    "SVOE_DATAFEED",
+    "SVOE_WRITER",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "XDG_CACHE_HOME",
+}
 
 
 def _ca_configmap(raw: str) -> tuple[str, str] | None:

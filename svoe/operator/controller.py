@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -12,25 +11,24 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, PLURAL, DataFeed
+from svoe.api.datafeed import API_GROUP, API_VERSION, PLURAL, DataFeed
 from svoe.api.load import format_validation_error
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
 from svoe.operator.errors import ApiConflictError, ApiError, ApiNotFoundError
+from svoe.operator.health import PodStats
 from svoe.operator.kube import KubeClient
 from svoe.operator.metrics import OperatorMetrics
-from svoe.operator.reconcile import (
-    Action,
-    Observed,
+from svoe.operator.observe import Observed, observe
+from svoe.operator.plan import Change, Notice, plan, resolve_conflict
+from svoe.operator.status import (
+    assignment_notice,
     build_status,
-    condition,
-    content_digest,
+    invalid_notice,
     invalid_status,
-    meta_drift,
-    observe,
-    plan,
-    restore_patch,
     status_changed,
+    status_patch,
+    transition_notices,
 )
 
 LOG = logging.getLogger(__name__)
@@ -79,6 +77,9 @@ class Controller:
         # What this operator just wrote, until the watch cache shows it (see `_merge`).
         self._recent: dict[Key, dict[tuple[str, str], tuple[float, Observed | None, str | None]]] = {}
         self._written: dict[Key, tuple[str, str, JSON]] = {}  # uid, resourceVersion, status
+        # Health: the pods worth reading (from the last plan) and what they answered.
+        self.serving: dict[Key, list[str]] = {}
+        self.health: dict[Key, dict[str, PodStats]] = {}
 
     # -- coordination --------------------------------------------------------------------------
 
@@ -103,6 +104,8 @@ class Controller:
         self._locks.pop(key, None)
         self._recent.pop(key, None)
         self._written.pop(key, None)
+        self.serving.pop(key, None)
+        self.health.pop(key, None)
         self.metrics.forget(*key)
 
     def api(self) -> KubeClient:
@@ -116,40 +119,43 @@ class Controller:
         """One level-triggered pass for one DataFeed. Returns the status it wrote (or kept)."""
         meta = body.get("metadata") or {}
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+        key = (namespace, name)
         generation = meta.get("generation")
-        async with self.lock((namespace, name)):
+        async with self.lock(key):
             previous = plain(body.get("status") or {})
-            written = self._written.get((namespace, name))
+            written = self._written.get(key)
             if written is not None and written[0] == uid and _newer_rv(written[1], str(meta.get("resourceVersion"))):
                 # Our last status write has not come back through the watch yet: it is newer.
                 previous = written[2]
             try:
                 feed = parse_feed(body)
             except InvalidSpec as err:
-                message = str(err)
-                status = invalid_status(previous, message, generation)
-                old = condition(previous, "InvalidSpec")
-                if not old or old.get("status") != "True" or old.get("message") != message:
-                    kopf.event(body, type="Warning", reason="InvalidSpec", message=f"{message}; no pods are created")
-                return await self._write_status(body, previous, status)
+                self._post(body, [invalid_notice(previous, str(err))])
+                return await self._write_status(body, previous, invalid_status(previous, str(err), generation))
 
-            p = plan(feed, uid, previous, self._merge((namespace, name), observed), self.config)
-            recorded = {int(s["index"]): tuple(s.get("symbols") or ()) for s in previous.get("shards") or []}
-            if recorded != p.assignment:
-                # Recorded in the status after this pass. A crash before that loses nothing: the
-                # assignment is a deterministic function of the recorded one and the spec (and,
-                # without any status, of the pods' own symbol annotations).
-                kopf.event(body, type="Normal", reason="ShardsAssigned", message=_describe(p.assignment))
-            errors = await self._execute(body, namespace, uid, p.actions)
-            for ev in p.events:
-                kopf.event(body, type="Normal", reason=ev.reason, message=ev.message)
-            status = build_status(p, previous, generation, errors)
-            self._transition_events(body, previous, status)
+            p = plan(feed, uid, previous, self._merge(key, observed), self.config)
+            # Recorded in the status after this pass. A crash before that loses nothing: the
+            # assignment is a deterministic function of the recorded one and the spec (and,
+            # without any status, of the pods' own symbol annotations).
+            self._post(body, [assignment_notice(previous, p.assignment)])
+            errors = await self._execute(body, namespace, uid, p.changes)
+            self._post(body, p.notices)
+            self.serving[key] = [r.pods[0] for s in p.shards for r in s.replicas if r.serving]
+            health = self.health.setdefault(key, {})
+            for gone in set(health) - set(self.serving[key]):
+                del health[gone]
+            status = build_status(p, previous, generation, errors, health, self.config.stale_after_seconds)
+            self._post(body, transition_notices(previous, status))
             return await self._write_status(body, previous, status)
 
-    def _remember(self, key: Key, a: Action, result: JSON | None) -> None:
-        entry = (time.monotonic(), observe(result) if result is not None else None, a.uid)
-        self._recent.setdefault(key, {})[(a.kind, a.name)] = entry
+    def _post(self, body: kopf.Body, notices: Iterable[Notice | None]) -> None:
+        for n in notices:
+            if n is not None:
+                kopf.event(body, type="Warning" if n.warning else "Normal", reason=n.reason, message=n.message)
+
+    def _remember(self, key: Key, c: Change, result: JSON | None) -> None:
+        entry = (time.monotonic(), observe(result) if result is not None else None, c.uid)
+        self._recent.setdefault(key, {})[(c.kind, c.name)] = entry
 
     def _merge(self, key: Key, cached: Iterable[Observed]) -> list[Observed]:
         """The watch cache, corrected by this operator's own writes it does not show yet.
@@ -183,129 +189,68 @@ class Controller:
         self.metrics.record_status(namespace, name, status)
         if not status_changed(previous, status):
             return dict(previous)
+        patch = status_patch(previous, status)
         try:
-            result = await self.api().patch_status(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name, status)
+            result = await self.api().patch_status(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name, patch)
         except ApiNotFoundError:  # deleted meanwhile
             return status
         rv = str(result.get("metadata", {}).get("resourceVersion"))
         self._written[(namespace, name)] = (str(meta["uid"]), rv, status)
         return status
 
-    def _transition_events(self, body: kopf.Body, previous: Mapping[str, Any], status: JSON) -> None:
-        before = condition(previous, "Ready")
-        after = condition(status, "Ready")
-        if after is None:
-            return
-        was = before is not None and before.get("status") == "True"
-        now = after.get("status") == "True"
-        if now and not was:
-            kopf.event(body, type="Normal", reason="Ready", message=str(after.get("message")))
-        elif was and not now:
-            kopf.event(body, type="Warning", reason="NotReady", message=str(after.get("message")))
-        deg_before = condition(previous, "Degraded")
-        deg_after = condition(status, "Degraded")
-        if (
-            deg_after
-            and deg_after.get("status") == "True"
-            and (
-                not deg_before
-                or deg_before.get("status") != "True"
-                or deg_before.get("reason") != deg_after.get("reason")
-            )
-        ):
-            kopf.event(body, type="Warning", reason="Degraded", message=str(deg_after.get("message")))
-
-    async def _execute(self, body: kopf.Body, namespace: str, uid: str, actions: list[Action]) -> list[str]:
+    async def _execute(self, body: kopf.Body, namespace: str, uid: str, changes: list[Change]) -> list[str]:
         """Creates of configmaps/services, then pods, then patches, then deletes; each group concurrently."""
         errors: list[str] = []
         stages = [
-            [a for a in actions if a.verb == "create" and a.kind != "Pod"],
-            [a for a in actions if a.verb == "create" and a.kind == "Pod"],
-            [a for a in actions if a.verb == "patch"],
-            [a for a in actions if a.verb == "delete"],
+            [c for c in changes if c.verb == "create" and c.kind != "Pod"],
+            [c for c in changes if c.verb == "create" and c.kind == "Pod"],
+            [c for c in changes if c.verb == "patch"],
+            [c for c in changes if c.verb == "delete"],
         ]
-        groups = [g for g in stages if g]
-        for group in groups:
-            results = await asyncio.gather(*(self._act(body, namespace, uid, a) for a in group), return_exceptions=True)
-            for action, result in zip(group, results, strict=True):
+        for group in (g for g in stages if g):
+            results = await asyncio.gather(
+                *(self._apply(body, namespace, uid, c) for c in group), return_exceptions=True
+            )
+            for change, result in zip(group, results, strict=True):
                 if isinstance(result, ApiError):
-                    LOG.warning("%s %s %s/%s failed: %s", action.verb, action.kind, namespace, action.name, result)
-                    errors.append(f"{action.verb} {action.kind.lower()} {action.name}: {result.message or result}")
+                    LOG.warning("%s %s %s/%s failed: %s", change.verb, change.kind, namespace, change.name, result)
+                    errors.append(f"{change.verb} {change.kind.lower()} {change.name}: {result.message or result}")
                 elif isinstance(result, BaseException):
                     raise result
         if errors:
-            kopf.event(body, type="Warning", reason="ReconcileError", message="; ".join(errors)[:1024])
+            self._post(body, [Notice("ReconcileError", "; ".join(errors)[:1024], warning=True)])
         return errors
 
-    async def _act(self, body: kopf.Body, namespace: str, uid: str, a: Action) -> None:
+    async def _apply(self, body: kopf.Body, namespace: str, uid: str, c: Change, follow_up: bool = False) -> None:
         api = self.api()
         key = (namespace, str(body["metadata"]["name"]))
-        if a.verb == "create":
-            assert a.body is not None
+        if c.verb == "create":
+            assert c.body is not None
             try:
-                self._remember(key, a, await api.create(a.body))
+                self._remember(key, c, await api.create(c.body))
             except ApiConflictError:
-                await self._resolve_conflict(body, namespace, uid, a)
+                if follow_up:
+                    raise
+                try:
+                    existing: Observed | None = observe(await api.get(c.kind, namespace, c.name))
+                except ApiNotFoundError:
+                    existing = None
+                fixes, error = resolve_conflict(c, existing, uid, key[1])
+                if error is not None:
+                    raise ApiConflictError(409, "AlreadyExists", error) from None
+                for fix in fixes:
+                    await self._apply(body, namespace, uid, fix, follow_up=True)
                 return
-        elif a.verb == "patch":
-            assert a.body is not None
-            self._remember(key, a, await api.patch(a.kind, namespace, a.name, a.body))
+        elif c.verb == "patch":
+            assert c.body is not None
+            self._remember(key, c, await api.patch(c.kind, namespace, c.name, c.body))
         else:
             try:
-                await api.delete(a.kind, namespace, a.name, uid=a.uid)
+                await api.delete(c.kind, namespace, c.name, uid=c.uid)
             except ApiConflictError:  # uid precondition: the namesake is a new object; leave it
                 return
-            self._remember(key, a, None)
-        kopf.event(body, type="Warning" if a.warning else "Normal", reason=a.reason, message=a.message)
-
-    async def _resolve_conflict(self, body: kopf.Body, namespace: str, uid: str, a: Action) -> None:
-        """Create said AlreadyExists: an object the watch cache does not show (yet) has the name."""
-        assert a.body is not None
-        api = self.api()
-        try:
-            existing = await api.get(a.kind, namespace, a.name)
-        except ApiNotFoundError:
-            return  # deleted meanwhile: the next pass creates it
-        owners = existing.get("metadata", {}).get("ownerReferences") or []
-        obs = observe(existing)
-        if any(r.get("uid") == uid for r in owners):
-            # Ours: either just created (cache lag) or its labels were removed, hiding it from the
-            # watch. Restore what differs.
-            if a.kind == "Pod":
-                if obs.content != content_digest("Pod", a.body):
-                    await api.delete("Pod", namespace, a.name, uid=obs.uid)
-                    kopf.event(
-                        body,
-                        type="Warning",
-                        reason="DriftRestored",
-                        message=f"pod {a.name} was edited by hand; recreating",
-                    )
-                elif (m := meta_drift(obs, a.body)) is not None:
-                    await api.patch("Pod", namespace, a.name, {"metadata": m})
-                    kopf.event(body, type="Warning", reason="DriftRestored", message=f"labels of pod {a.name} restored")
-            elif (patch := restore_patch(obs, a.body)) is not None:
-                await api.patch(a.kind, namespace, a.name, patch)
-                kopf.event(
-                    body,
-                    type="Warning",
-                    reason="DriftRestored",
-                    message=f"{a.kind.lower()} {a.name} was changed by hand; restored",
-                )
-            return
-        if any(r.get("kind") == KIND and r.get("name") == body["metadata"]["name"] for r in owners):
-            # Left over from an earlier DataFeed of the same name; the garbage collector would get
-            # to it, but the name is needed now.
-            await api.delete(a.kind, namespace, a.name, uid=obs.uid)
-            kopf.event(
-                body,
-                type="Normal",
-                reason="DeletedLeftover",
-                message=f"deleted {a.kind.lower()} {a.name} of an earlier DataFeed with this name",
-            )
-            return
-        raise ApiConflictError(
-            409, "AlreadyExists", f"{a.kind.lower()} {a.name} exists and is not owned by this DataFeed"
-        )
+            self._remember(key, c, None)
+        self._post(body, [c.notice])
 
     async def cleanup(self, body: kopf.Body) -> int:
         """Delete every child of a DataFeed being deleted. Returns how many were deleted."""
@@ -341,8 +286,3 @@ def _older(a: Observed, b: Observed) -> bool:
     if a.resource_version.isdigit() and b.resource_version.isdigit():
         return int(a.resource_version) < int(b.resource_version)
     return a.resource_version != b.resource_version
-
-
-def _describe(assignment: Mapping[int, tuple[str, ...]]) -> str:
-    text = json.dumps({str(k): list(v) for k, v in assignment.items()}, separators=(",", ":"))
-    return f"{len(assignment)} shard(s): {text}"[:1024]

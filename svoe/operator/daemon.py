@@ -2,11 +2,13 @@
 
 Level-triggered: a pass on every wake-up (a child or the DataFeed changed) and at least every
 `resync_seconds`. A failed pass is retried with a capped exponential backoff, never a storm.
+Beside it, the health reader reads the pods' `/stats` and wakes the loop to write them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,7 +17,8 @@ import kopf
 
 from svoe.operator.controller import Controller
 from svoe.operator.errors import ApiError
-from svoe.operator.reconcile import Observed
+from svoe.operator.health_reader import read_until_stopped
+from svoe.operator.observe import Observed
 
 RETRYABLE = (ApiError, kopf.TemporaryError, aiohttp.ClientError, OSError, TimeoutError)
 BURST_SECONDS = 0.05  # a pod's create and its first status change come together: one pass for both
@@ -31,6 +34,25 @@ async def reconcile_until_stopped(
 ) -> None:
     wake = controller.wakeup(key)
     resync = controller.config.resync_seconds
+    reader = asyncio.create_task(read_until_stopped(controller, key, stopped))
+    try:
+        await _loop(controller, body, children, stopped, logger, wake, resync)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    controller.forget(key)
+
+
+async def _loop(
+    controller: Controller,
+    body: kopf.Body,
+    children: Callable[[], Iterable[Observed]],
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    wake: asyncio.Event,
+    resync: float,
+) -> None:
     failures = 0
     while not stopped:
         wake.clear()
@@ -52,4 +74,3 @@ async def reconcile_until_stopped(
             stopper.cancel()
         if wake.is_set():
             await asyncio.sleep(BURST_SECONDS)
-    controller.forget(key)

@@ -26,7 +26,7 @@ from svoe.operator.controller import Controller
 from svoe.operator.daemon import reconcile_until_stopped
 from svoe.operator.errors import ApiError
 from svoe.operator.kube import KubeClient
-from svoe.operator.reconcile import Observed, observe
+from svoe.operator.observe import Observed, observe
 
 LOG = logging.getLogger(__name__)
 CHILD_LABELS: Mapping[str, Any] = {render.L_MANAGED_BY: MANAGER, render.L_DATAFEED: kopf.PRESENT}

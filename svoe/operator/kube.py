@@ -167,3 +167,14 @@ class KubeClient:
     async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, status: JSON) -> JSON:
         path = resource_path(api_version, plural, namespace, name, "status")
         return dict(await self.request("PATCH", path, {"status": status}, MERGE_PATCH))
+
+    async def proxy_get(self, namespace: str, pod: str, port: int, path: str, timeout: float) -> Any:
+        """GET a pod's HTTP endpoint through the API server's pod proxy (RBAC: pods/proxy get).
+
+        The API server reaches every pod; the operator need not share a network with them."""
+        url = resource_path("v1", "pods", namespace, f"{pod}:{port}", "proxy") + "/" + path.lstrip("/")
+        async with self.session().get(url.lstrip("/"), timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                raise api_error(resp.status, resp.reason or "", text[:200])
+            return json.loads(text)

@@ -40,6 +40,7 @@ L_COMPONENT = "app.kubernetes.io/component"
 L_MANAGED_BY = "app.kubernetes.io/managed-by"
 L_DATAFEED = "svoe.io/datafeed"
 L_SHARD = "svoe.io/shard"
+L_REPLICA = "svoe.io/replica"
 L_REVISION = "svoe.io/revision"
 A_SYMBOLS = "svoe.io/symbols"
 A_REVISION = "svoe.io/revision"
@@ -52,18 +53,27 @@ MANAGED_SELECTOR = f"{L_MANAGED_BY}={MANAGER}"
 
 @dataclass(frozen=True)
 class ShardObjects:
-    """Everything one shard needs. `revision` changes whenever the pod would run differently."""
+    """Everything one shard needs: one ConfigMap and Service, and a pod per replica (the same
+    spec, its own name and replica label). `revision` changes whenever the pods would run
+    differently; the replica count is not part of it, so scaling leaves running pods alone."""
 
     index: int
     symbols: tuple[str, ...]
     revision: str
     configmap: dict[str, Any]
-    pod: dict[str, Any]
+    pods: tuple[dict[str, Any], ...]
     service: dict[str, Any]
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self.pods[0]
 
     @property
     def pod_name(self) -> str:
         return str(self.pod["metadata"]["name"])
+
+    def pod_names(self) -> list[str]:
+        return [str(p["metadata"]["name"]) for p in self.pods]
 
     @property
     def configmap_name(self) -> str:
@@ -84,8 +94,12 @@ def service_name(datafeed: str, index: int) -> str:
     return base if base[0].isalpha() else f"df-{base}"
 
 
-def pod_name(datafeed: str, index: int, revision: str) -> str:
+def configmap_name(datafeed: str, index: int, revision: str) -> str:
     return f"{shard_name(datafeed, index)}-{revision}"
+
+
+def pod_name(datafeed: str, index: int, replica: int, revision: str) -> str:
+    return f"{shard_name(datafeed, index)}-r{replica}-{revision}"
 
 
 def labels(datafeed: str, index: int | None = None) -> dict[str, str]:
@@ -128,7 +142,8 @@ def shard_manifest(feed: DataFeed, symbols: Sequence[str]) -> dict[str, Any]:
     Only name and namespace are kept from the metadata: labels and annotations change without
     changing what the pod does, and must not restart it.
     """
-    spec = feed.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # How many pods run the shard, and where, is the operator's business, not the pod's.
+    spec = feed.spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"replicas", "placement"})
     spec["symbols"] = list(symbols)
     meta: dict[str, Any] = {"name": feed.metadata.name}
     if feed.metadata.namespace:
@@ -215,6 +230,8 @@ def _feed_container(
             {"name": "SVOE_DATAFEED", "value": feed.metadata.name},
             # The lake's writer identity (svoe/lake/layout.py): unique per pod, like its Redis.
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            # A pod recreated under its name (a failed replica replaced) starts an empty Redis.
+            {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
             *({"name": k, "value": v} for k, v in sorted(config.feed_extra_env.items())),
         ],
         "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
@@ -319,11 +336,32 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         # AWS credentials come from the account's projected web-identity token, which the
         # pod-identity webhook mounts itself; the API token stays unmounted.
         pod_spec["serviceAccountName"] = config.feed_service_account
+    node_selector = dict(spec.placement.node_selector)
     if config.feed_node_role:
-        pod_spec["nodeSelector"] = {NODE_ROLE_LABEL: config.feed_node_role}
+        node_selector[NODE_ROLE_LABEL] = config.feed_node_role
         pod_spec["tolerations"] = [
             {"key": FEED_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
         ]
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    # Replicas of a shard on different nodes (required: a node takes one copy at most, skew 1)
+    # and, where the cluster has zones, in different zones (preferred). One node or one zone is
+    # one domain, where any placement has skew 0, so small clusters still schedule every pod.
+    shard_pods = {"matchLabels": selector(feed.metadata.name, index)}
+    pod_spec["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": shard_pods,
+        },
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": shard_pods,
+        },
+    ]
     return pod_spec
 
 
@@ -338,7 +376,7 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
     # The revision covers everything the pod runs with; the configmap name inside the pod spec
     # derives from it, so it is hashed with a placeholder.
     revision = content_hash({"data": data, "pod": _pod_spec(feed, index, "", config)})
-    pname = pod_name(name, index, revision)
+    cm_name = configmap_name(name, index, revision)
     owner = [owner_reference(name, uid)]
     shard_labels = labels(name, index)
     annotations = {A_SYMBOLS: ",".join(symbols), A_REVISION: revision}
@@ -357,15 +395,23 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(pname, {L_REVISION: revision}, {A_HASH: content_hash(data)}),
+        "metadata": meta(cm_name, {L_REVISION: revision}, {A_HASH: content_hash(data)}),
         "data": data,
     }
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta(pname, {L_REVISION: revision}, {"kubectl.kubernetes.io/default-container": "collector"}),
-        "spec": _pod_spec(feed, index, pname, config),
-    }
+    pod_spec = _pod_spec(feed, index, cm_name, config)
+    pods = tuple(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta(
+                pod_name(name, index, r, revision),
+                {L_REVISION: revision, L_REPLICA: str(r)},
+                {"kubectl.kubernetes.io/default-container": "collector"},
+            ),
+            "spec": pod_spec,
+        }
+        for r in range(feed.spec.replicas)
+    )
     ports = [{"name": "metrics", "port": COLLECTOR_PORT, "targetPort": "metrics", "protocol": "TCP"}]
     live = feed.spec.live
     if live.served_to_other_pods():
@@ -375,4 +421,4 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
     # The service outlives pod revisions: it must not carry the revision and symbols.
     service_meta["annotations"] = {A_HASH: service_meta["annotations"][A_HASH]}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": service_spec}
-    return ShardObjects(index, tuple(symbols), revision, configmap, pod, service)
+    return ShardObjects(index, tuple(symbols), revision, configmap, pods, service)

@@ -69,7 +69,12 @@ def test_crd_surface() -> None:
         "Channels",
         "Symbols",
         "Shards",
+        "Replicas",
         "Ready",
+        "Stale",
+        "Rate",
+        "Last Event",
+        "Gaps",
         "Age",
     ]
     s = version["schema"]["openAPIV3Schema"]["properties"]["spec"]

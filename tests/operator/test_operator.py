@@ -7,6 +7,7 @@ sharing one operator process (its start costs seconds).
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -51,7 +52,8 @@ def test_create_makes_children_with_owner_refs_and_turns_ready(
     pods = kube.wait_for(lambda: len(pods_of(kube, ns, "feed")) == 2 and pods_of(kube, ns, "feed"), what="2 pods")
     cms = kube.list(CONFIGMAPS, ns)
     svcs = kube.list(SERVICES, ns)
-    assert names(cms) == names(pods), "one configmap per pod, named like it"
+    # One configmap per shard revision, shared by the revision's replicas: feed-0-r0-REV uses feed-0-REV.
+    assert names(cms) == {n.replace("-r0-", "-") for n in names(pods)}
     assert names(svcs) == {"feed-0", "feed-1"}
     for obj in pods + cms + svcs:
         refs = obj["metadata"]["ownerReferences"]
@@ -176,9 +178,12 @@ def test_deleted_or_edited_children_are_restored(kube: KubeEmulator, alive_opera
     kube.set_pod_ready(ns, name)
     kube.wait_for(lambda: has_condition(kube, ns, "feed", "Degraded", "False"), what="not Degraded")
 
-    cm = kube.get(CONFIGMAPS, ns, name)
-    kube.patch(CONFIGMAPS, ns, name, {"data": {"datafeed.yaml": "edited by hand", "extra": "x"}})
-    kube.wait_for(lambda: kube.get(CONFIGMAPS, ns, name)["data"] == cm["data"], timeout=10, what="configmap restored")
+    cm_name = recreated["spec"]["volumes"][0]["configMap"]["name"]
+    cm = kube.get(CONFIGMAPS, ns, cm_name)
+    kube.patch(CONFIGMAPS, ns, cm_name, {"data": {"datafeed.yaml": "edited by hand", "extra": "x"}})
+    kube.wait_for(
+        lambda: kube.get(CONFIGMAPS, ns, cm_name)["data"] == cm["data"], timeout=10, what="configmap restored"
+    )
 
     kube.delete(SERVICES, ns, "feed-0")
     kube.wait_for(lambda: kube.try_get(SERVICES, ns, "feed-0"), timeout=10, what="service recreated")
@@ -321,17 +326,19 @@ def test_kubectl_apply_examples_and_get_df_shows_the_printer_columns(
         r = kubectl("get", "df")
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
-        assert lines[0].split() == ["NAME", "EXCHANGE", "CHANNELS", "SYMBOLS", "SHARDS", "READY", "AGE"]
-        return {line.split()[0]: line.split() for line in lines[1:]}
+        # kubectl pads columns with 3 spaces; LAST EVENT has one inside.
+        header = ["NAME", "EXCHANGE", "SYMBOLS", "SHARDS", "READY", "STALE", "RATE", "LAST EVENT", "GAPS", "AGE"]
+        assert re.split(r"\s{2,}", lines[0].strip()) == header
+        return {line.split()[0]: re.split(r"\s{2,}", line.strip()) for line in lines[1:]}
 
     rows = table()
     assert set(rows) == set(examples)
     demo = rows["binance-demo"]
-    assert demo[1:6] == ["BINANCE", '["trades","l2_book","ticker","candles"]', "4", "1", "False"]
-    assert rows["coinbase-spot"][3:6] == ["6", "3", "False"]  # 6 symbols, 2 per pod
+    assert demo[1:5] == ["BINANCE", "4", "1", "False"]
+    assert rows["coinbase-spot"][2:5] == ["6", "3", "False"]  # 6 symbols, 2 per pod
     for name in examples:
         mark_all_ready(kube, ns, name)
-    kube.wait_for(lambda: table()["binance-demo"][5] == "True", timeout=20, what="READY True in kubectl")
+    kube.wait_for(lambda: table()["binance-demo"][4] == "True", timeout=20, what="READY True in kubectl")
 
     by_category = kubectl("get", "svoe")
     assert by_category.returncode == 0 and "binance-demo" in by_category.stdout

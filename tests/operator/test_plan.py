@@ -8,23 +8,17 @@ from typing import Any
 from svoe.api.datafeed import DataFeed
 from svoe.api.load import parse_manifest
 from svoe.operator.config import OperatorConfig
-from svoe.operator.reconcile import (
-    Observed,
-    build_status,
-    condition,
-    invalid_status,
-    observe,
-    plan,
-    status_changed,
-)
+from svoe.operator.observe import Observed, observe
+from svoe.operator.plan import plan
 from svoe.operator.render import render_shard
+from svoe.operator.status import build_status, condition, invalid_status, status_changed
 from tests.operator.kube_emulator import pod_status
 
 UID = "uid-1"
 CONFIG = OperatorConfig()
 
 
-def feed(symbols: list[str], per_pod: int = 2) -> DataFeed:
+def feed(symbols: list[str], per_pod: int = 2, **spec: Any) -> DataFeed:
     return parse_manifest(
         {
             "apiVersion": "svoe.io/v1alpha1",
@@ -35,6 +29,7 @@ def feed(symbols: list[str], per_pod: int = 2) -> DataFeed:
                 "channels": ["trades"],
                 "symbols": symbols,
                 "sharding": {"maxSymbolsPerPod": per_pod},
+                **spec,
             },
         }
     )
@@ -61,14 +56,14 @@ def running(f: DataFeed, ready: bool = True, symbols_by_shard: dict[int, list[st
 
 
 def verbs(p: Any) -> list[tuple[str, str, str]]:
-    return [(a.verb, a.kind, a.name) for a in p.actions]
+    return [(a.verb, a.kind, a.name) for a in p.changes]
 
 
 def test_fresh_datafeed_creates_configmaps_and_services_before_pods() -> None:
     f = feed(["A-X", "B-X", "C-X"])
     p = plan(f, UID, {}, [], CONFIG)
-    kinds = [a.kind for a in p.actions]
-    assert all(a.verb == "create" for a in p.actions)
+    kinds = [a.kind for a in p.changes]
+    assert all(a.verb == "create" for a in p.changes)
     assert kinds.index("Pod") > max(i for i, k in enumerate(kinds) if k != "Pod")
     assert sorted(kinds) == ["ConfigMap", "ConfigMap", "Pod", "Pod", "Service", "Service"]
     st = build_status(p, {}, 1)
@@ -81,7 +76,7 @@ def test_everything_ready_means_no_actions_and_ready() -> None:
     f = feed(["A-X", "B-X", "C-X"])
     first = build_status(plan(f, UID, {}, [], CONFIG), {}, 1)
     p = plan(f, UID, first, running(f), CONFIG)
-    assert p.actions == []
+    assert p.changes == []
     st = build_status(p, first, 1)
     assert condition(st, "Ready")["status"] == "True"  # type: ignore[index]
     assert condition(st, "Progressing")["status"] == "False"  # type: ignore[index]
@@ -100,17 +95,17 @@ def test_changed_shard_is_replaced_make_before_break() -> None:
     assert [s["phase"] for s in st["shards"]] == ["Ready", "RollingOut"]
     assert condition(st, "Progressing")["reason"] == "RollingOut"  # type: ignore[index]
     assert condition(st, "Degraded")["status"] == "False", "the old pod still serves"  # type: ignore[index]
-    assert [e.reason for e in p.events] == ["RolloutStarted"]
+    assert [e.reason for e in p.notices] == ["RolloutStarted"]
 
     # The new pod exists but is not ready: wait, delete nothing.
     with_new = [*observed, observe(stored(new_shard.configmap, 10)), observe(stored(new_shard.pod, 11))]
-    assert plan(new, UID, st, with_new, CONFIG).actions == []
+    assert plan(new, UID, st, with_new, CONFIG).changes == []
     # Ready: now the old pod and its configmap go.
     ready = [*observed, observe(stored(new_shard.configmap, 10)), observe(stored(new_shard.pod, 11, True))]
     p = plan(new, UID, st, ready, CONFIG)
-    old_name = render_shard(old, UID, 1, ["C-X", "D-X"], CONFIG).pod_name
-    assert verbs(p) == [("delete", "Pod", old_name), ("delete", "ConfigMap", old_name)]
-    assert [e.reason for e in p.events] == ["RolloutComplete"]
+    old_shard = render_shard(old, UID, 1, ["C-X", "D-X"], CONFIG)
+    assert verbs(p) == [("delete", "Pod", old_shard.pod_name), ("delete", "ConfigMap", old_shard.configmap_name)]
+    assert [e.reason for e in p.notices] == ["RolloutComplete"]
 
 
 def test_hand_edits_are_restored() -> None:
@@ -124,12 +119,12 @@ def test_hand_edits_are_restored() -> None:
     pod = stored(s.pod, 3, True)
     del pod["metadata"]["labels"]["svoe.io/datafeed"]
     p = plan(f, UID, {}, [observe(cm), observe(svc), observe(pod)], CONFIG)
-    acts = {(a.verb, a.kind): a for a in p.actions}
+    acts = {(a.verb, a.kind): a for a in p.changes}
     assert set(acts) == {("patch", "ConfigMap"), ("patch", "Service"), ("patch", "Pod")}
     assert acts["patch", "ConfigMap"].body["data"] == {**s.configmap["data"], "extra": None}  # type: ignore[index]
     assert acts["patch", "Service"].body["spec"]["selector"] == {**s.service["spec"]["selector"], "app": None}  # type: ignore[index]
     assert acts["patch", "Pod"].body == {"metadata": {"labels": {"svoe.io/datafeed": "df"}}}
-    assert all(a.reason == "DriftRestored" for a in p.actions)
+    assert all(a.notice is not None and a.notice.reason == "DriftRestored" for a in p.changes)
 
     edited = stored(s.pod, 4, True)
     edited["spec"]["containers"][1]["image"] = "evil/image:latest"
@@ -143,7 +138,7 @@ def test_objects_of_others_are_never_touched() -> None:
     foreign = stored(s.pod, 1, True)
     foreign["metadata"]["ownerReferences"] = []
     p = plan(f, UID, {}, [observe(foreign)], CONFIG)
-    assert ("Pod", s.pod_name) not in {(a.kind, a.name) for a in p.actions}
+    assert ("Pod", s.pod_name) not in {(a.kind, a.name) for a in p.changes}
     st = build_status(p, {}, 1)
     assert condition(st, "Degraded")["reason"] == "NameConflict"  # type: ignore[index]
     assert condition(st, "Ready")["status"] == "False"  # type: ignore[index]
@@ -156,7 +151,7 @@ def test_assignment_survives_a_lost_status_through_pod_annotations() -> None:
     observed = running(f, symbols_by_shard={0: ["A-X", "C-X"], 1: ["B-X"]})
     p = plan(f, UID, {}, observed, CONFIG)
     assert p.assignment == {0: ("A-X", "C-X"), 1: ("B-X",)}
-    assert p.actions == []
+    assert p.changes == []
 
 
 def test_failed_pod_is_replaced_and_reported() -> None:
@@ -180,7 +175,7 @@ def test_crashlooping_pod_is_degraded_but_left_to_the_kubelet() -> None:
         "containerStatuses": [{"name": "collector", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
     }
     p = plan(f, UID, {}, [observe(stored(s.configmap, 1)), observe(stored(s.service, 2)), observe(pod)], CONFIG)
-    assert p.actions == []
+    assert p.changes == []
     assert "collector: CrashLoopBackOff" in condition(build_status(p, {}, 1), "Degraded")["message"]  # type: ignore[index]
 
 

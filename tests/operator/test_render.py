@@ -178,7 +178,8 @@ def test_revision_follows_what_the_pod_runs_and_nothing_else() -> None:
         }
     )
     assert render_shard(labelled, UID, 0, ["BTC-USDT"], CONFIG).revision == base.revision
-    assert base.pod_name == f"demo-0-{base.revision}" == base.configmap_name
+    assert base.pod_name == f"demo-0-r0-{base.revision}"
+    assert base.configmap_name == f"demo-0-{base.revision}"
 
 
 def test_names_fit_kubernetes_limits() -> None:

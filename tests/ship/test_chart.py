@@ -245,6 +245,7 @@ def test_rbac_is_exactly_what_the_operator_uses(variants: dict[str, list[dict[st
         for v in ("create", "get", "list", "watch", "patch", "delete")
     }
     common |= {("", "events", v) for v in ("create", "patch")}
+    common.add(("", "pods/proxy", "get"))  # the health reads (svoe/operator/health_reader.py)
 
     cluster = one(variants["defaults"], "ClusterRole")
     assert rules(cluster) == common | {

@@ -1,0 +1,112 @@
+"""Data health, pure: a feed pod's `/stats` answer -> the figures of the DataFeed status.
+
+A replica's figures are its serving pod's; a shard's merge its replicas' the way the lake's
+exactly-once view merges their data (the newest event and the best rate of any replica, the
+fewest gaps, since a window is a gap only if every replica missed it, and the largest backlog);
+the DataFeed's add its shards' rates, gaps and backlogs, and take the stalest shard's newest
+event, so that one glance at `kubectl get df` shows the shard that stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from svoe.api.status import Health
+
+
+@dataclass(frozen=True)
+class PodStats:
+    """One `/stats` answer of a collector (docs/contracts.md), as read at `read_at` (unix time)."""
+
+    read_at: float
+    last_event_time: str | None
+    events_per_second: float | None
+    backlog: int | None
+    gaps_last_hour: int | None
+    since: str | None = None  # when the collector started
+
+
+def parse_stats(doc: Mapping[str, Any], read_at: float) -> PodStats:
+    """The answer's fields, each None when missing or of the wrong type (a newer or older pod)."""
+
+    def number(key: str) -> float | None:
+        v = doc.get(key)
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    def text(key: str) -> str | None:
+        v = doc.get(key)
+        return v if isinstance(v, str) and parse_time(v) is not None else None
+
+    rate, backlog, gaps = number("eventsPerSecond"), number("backlog"), number("gapsLastHour")
+    return PodStats(
+        read_at=read_at,
+        last_event_time=text("lastEventTime"),
+        events_per_second=None if rate is None else round(rate, 1),
+        backlog=None if backlog is None else int(backlog),
+        gaps_last_hour=None if gaps is None else int(gaps),
+        since=text("since"),
+    )
+
+
+def parse_time(value: str) -> datetime.datetime | None:
+    try:
+        t = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=datetime.UTC)
+
+
+def pod_health(stats: PodStats | None) -> Health:
+    if stats is None:
+        return Health()
+    return Health(
+        last_event_time=stats.last_event_time,
+        events_per_second=stats.events_per_second,
+        backlog=stats.backlog,
+        gaps_last_hour=stats.gaps_last_hour,
+    )
+
+
+def _newest(times: Iterable[str | None]) -> str | None:
+    known = [(parse_time(t), t) for t in times if t]
+    return max((k for k in known if k[0] is not None), default=(None, None))[1]
+
+
+def shard_health(replicas: Iterable[Health]) -> Health:
+    reported = [h for h in replicas if h.events_per_second is not None or h.last_event_time is not None]
+    if not reported:
+        return Health()
+    rates = [h.events_per_second for h in reported if h.events_per_second is not None]
+    gaps = [h.gaps_last_hour for h in reported if h.gaps_last_hour is not None]
+    backlogs = [h.backlog for h in reported if h.backlog is not None]
+    return Health(
+        last_event_time=_newest(h.last_event_time for h in reported),
+        events_per_second=max(rates) if rates else None,
+        gaps_last_hour=min(gaps) if gaps else None,
+        backlog=max(backlogs) if backlogs else None,
+    )
+
+
+def feed_health(shards: list[Health]) -> Health:
+    """Totals over shards; None while any shard has not reported (a partial sum would mislead)."""
+    if not shards or any(h.events_per_second is None for h in shards):
+        return Health()
+    known = [(t, h) for h in shards if h.last_event_time and (t := parse_time(h.last_event_time)) is not None]
+    stalest = min(known, key=lambda x: x[0])[1] if len(known) == len(shards) else None
+    return Health(
+        last_event_time=stalest.last_event_time if stalest else None,
+        events_per_second=round(sum(h.events_per_second or 0.0 for h in shards), 1),
+        gaps_last_hour=sum(h.gaps_last_hour or 0 for h in shards),
+        backlog=sum(h.backlog or 0 for h in shards),
+    )
+
+
+def event_age(health: Health, since: str | None, now: datetime.datetime) -> float | None:
+    """Seconds since the newest event (or, with none yet, since the collector started); None if unknown."""
+    t = parse_time(health.last_event_time) if health.last_event_time else None
+    if t is None and since:
+        t = parse_time(since)
+    return None if t is None else (now - t).total_seconds()
