@@ -14,7 +14,6 @@ status. Nothing here does I/O, so every rule is unit-tested without a server:
 
 from __future__ import annotations
 
-import datetime
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 from svoe.api.crd import ShardPhase
 from svoe.api.datafeed import DataFeed
+from svoe.api.timestamps import now_rfc3339 as now_rfc3339  # re-exported: callers import it from here
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
 from svoe.operator.sharding import Assignment, assign
@@ -467,10 +467,6 @@ def plan(
 # ---------------------------------------------------------------------------------------------
 # Status
 # ---------------------------------------------------------------------------------------------
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(

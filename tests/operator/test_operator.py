@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 from tests.operator.conftest import (
     DATAFEEDS,
     OperatorProcess,
@@ -26,7 +27,6 @@ from tests.operator.conftest import (
     mark_all_ready,
     pods_of,
 )
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 
 SHARD = "svoe.io/shard"
 

@@ -18,7 +18,7 @@ from svoe.operator.reconcile import (
     status_changed,
 )
 from svoe.operator.render import render_shard
-from tests.operator.kube_emulator import pod_status
+from svoe.testing.kube import pod_status
 
 UID = "uid-1"
 CONFIG = OperatorConfig()
