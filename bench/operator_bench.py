@@ -2,7 +2,7 @@
 
     python bench/operator_bench.py [--count 500] [--shards-per-feed 2] [--timeout 300]
 
-Starts the emulator (tests/operator/kube_emulator.py) with a fake kubelet that reports every
+Starts the emulator (svoe.testing.kube) with a fake kubelet that reports every
 new pod Running and Ready, starts the real operator process (`python -m svoe.operator -A`),
 creates the DataFeeds concurrently over HTTP, and prints one JSON object:
 
@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from svoe.api.crd import crd
+from svoe.api.timestamps import parse_rfc3339
+from svoe.net import free_port
+from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, ApiServer, KubeEmulator
 
-from svoe.api.crd import crd  # noqa: E402
-from svoe.feedpod.local_run import free_port  # noqa: E402
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, ApiServer, KubeEmulator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATAFEEDS = ("svoe.io", "v1alpha1", "datafeeds")
 NAMESPACE = "bench"
@@ -202,14 +202,11 @@ def _up(url: str) -> bool:
 
 
 def _ready_times(s: ApiServer) -> dict[str, float]:
-    import datetime
-
     out = {}
     for (_, name), obj in s.store[DATAFEEDS].items():
         for c in (obj.get("status") or {}).get("conditions") or []:
             if c["type"] == "Ready" and c["status"] == "True":
-                t = datetime.datetime.strptime(c["lastTransitionTime"], "%Y-%m-%dT%H:%M:%SZ")
-                out[name] = t.replace(tzinfo=datetime.UTC).timestamp()
+                out[name] = parse_rfc3339(c["lastTransitionTime"]).timestamp()
     return out
 
 

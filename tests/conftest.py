@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from svoe.feedpod.local_run import free_port
+from svoe.net import free_port
 
 BUCKET = "svoe-lake"
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from svoe.feedpod.local_run import free_port
+from svoe.net import free_port
 
 
 def capture_manifest(captures: Path, exchange: str, lake: str, **spec_extra: Any) -> dict[str, Any]:

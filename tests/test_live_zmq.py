@@ -10,8 +10,9 @@ from pathlib import Path
 import zmq
 
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, decode
+from svoe.net import free_port
 from svoe.replay import reference_counts
-from tests.pipeline_support import capture_manifest, free_port, svoe, write_manifest
+from tests.pipeline_support import capture_manifest, svoe, write_manifest
 
 
 def test_zmq_subscriber_receives_every_event(captures: Path, tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from svoe.net import free_port
 from svoe.replay import reference_counts
 from tests.conftest import BUCKET, RedisProc
-from tests.pipeline_support import FeedPodProcesses, capture_manifest, free_port, http_get, svoe, write_manifest
+from tests.pipeline_support import FeedPodProcesses, capture_manifest, http_get, svoe, write_manifest
 
 
 class OutageProxy:

@@ -24,8 +24,8 @@ from e2e.local.harness import (
     start_exchange,
 )
 from e2e.local.pod_runner import PodRunner, describe
+from svoe.testing.kube import KubeEmulator
 from tests.operator.conftest import OperatorProcess
-from tests.operator.kube_emulator import KubeEmulator
 
 # The operator's default scheduling (config.feed_node_role "feed"): the node of the pod runner is a
 # node of kops' feed-spot group, labelled and tainted like one.

@@ -1,6 +1,6 @@
 """The local e2e harness: the pieces the tests start and the ways they look at the result.
 
-- `KubeEmulator` (tests/operator/kube_emulator.py, with graceful pod deletion on), the real
+- `KubeEmulator` (svoe.testing.kube, with graceful pod deletion on), the real
   operator process (`OperatorProcess` of the operator tests), kubectl against both;
 - a moto server (S3 + Glue) in its own process;
 - the exchange: `svoe replay serve` behind the subscription-routing `ExchangeFront`;
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,8 +31,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from e2e.local.exchange_front import FrontStats, ReplayProcess, ThreadedExchangeFront
 from e2e.local.pod_runner import PodSandbox
+from svoe.net import free_port
 from svoe.replay import capture_subscription, load_capture, reference_counts
-from tests.operator.kube_emulator import KubeEmulator
+from svoe.testing.kube import PODS, KubeEmulator
+from svoe.testing.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = Path(os.environ.get("SVOE_CAPTURES", ROOT.parent / "shared" / "captures")).resolve()
@@ -47,23 +48,6 @@ SVOE = [str(Path(sys.executable).parent / "svoe")]
 KUBECTL = shutil.which("kubectl")
 
 Counts = dict[str, dict[str, int]]  # channel -> symbol -> events
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for[T](probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 # -- kubectl ----------------------------------------------------------------------------------------
@@ -303,8 +287,6 @@ def collected(sb: PodSandbox) -> Counts:
 
 def pod_events(kube: KubeEmulator, name: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """The API's watch events of one pod: (resourceVersion, type, object)."""
-    from tests.operator.kube_emulator import PODS
-
     for rv, typ, obj in kube.timeline(PODS):
         if obj["metadata"]["name"] == name and obj["metadata"].get("namespace") == NAMESPACE:
             yield rv, typ, obj

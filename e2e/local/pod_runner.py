@@ -51,7 +51,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -66,7 +65,9 @@ from typing import Any
 
 import yaml
 
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, ApiError, KubeEmulator
+from svoe.api.timestamps import now_rfc3339
+from svoe.net import free_port
+from svoe.testing.kube import CONFIGMAPS, PODS, ApiError, KubeEmulator
 
 JSON = dict[str, Any]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -78,16 +79,6 @@ IMAGE_ENV = {
     "XDG_CACHE_HOME": "/tmp/cache",
     "LANG": "C.UTF-8",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class PathMap:

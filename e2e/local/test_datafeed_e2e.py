@@ -66,11 +66,11 @@ from e2e.local.harness import (
     reference,
     stream_names,
     totals,
-    wait_for,
 )
 from e2e.local.pod_runner import PodRunner, PodSandbox, describe
+from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
+from svoe.testing.waiting import wait_for
 from tests.operator.conftest import OperatorProcess
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 
 FLUSH_SECONDS = 600.0  # nothing is flushed on time: every row reaches the lake through a drain
 READY_TIMEOUT = 120.0  # a loaded 2-core CI machine has taken over 60 s to get a rollout's pods Ready

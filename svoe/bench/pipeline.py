@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from svoe.feedpod.local_run import free_port
+from svoe.net import free_port
 
 CHANNEL = "l2_book"
 

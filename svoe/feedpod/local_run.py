@@ -28,16 +28,11 @@ import yaml
 from svoe.api import DataFeed
 from svoe.feedpod.redis_buffer import buffer_streams, collector_key, stats_key, stream_key, writer_key
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
+from svoe.net import free_port
 
 
 class RunError(Exception):
     """A run that cannot start; the message names the fix."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_free(port: int, host: str = "0.0.0.0") -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from svoe.api.crd import crd
-from svoe.feedpod.local_run import free_port
-from tests.operator.kube_emulator import EVENTS, PODS, KubeEmulator
+from svoe.net import free_port
+from svoe.testing.kube import EVENTS, PODS, KubeEmulator
 
 DATAFEEDS = ("svoe.io", "v1alpha1", "datafeeds")
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ import yaml
 from svoe.api.crd import crd, crd_yaml
 from svoe.api.exchanges import STORED_CHANNELS, exchange_channels
 from svoe.api.load import ManifestError, load_manifest, parse_manifest
+from svoe.testing.kube import ApiError, KubeEmulator
 from tests.operator.conftest import DATAFEEDS
-from tests.operator.kube_emulator import ApiError, KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "datafeed.yaml"

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, ApiError, KubeEmulator
+from svoe.testing.kube import CONFIGMAPS, PODS, ApiError, KubeEmulator
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 from tests.operator.conftest import (
     DATAFEEDS,
     OperatorProcess,
@@ -27,7 +28,6 @@ from tests.operator.conftest import (
     mark_all_ready,
     pods_of,
 )
-from tests.operator.kube_emulator import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 
 SHARD = "svoe.io/shard"
 

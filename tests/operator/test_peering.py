@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from svoe.testing.kube import PODS, KubeEmulator
 from tests.operator.conftest import DATAFEEDS, OperatorProcess, datafeed, has_condition, mark_all_ready, pods_of
-from tests.operator.kube_emulator import PODS, KubeEmulator
 
 NS = "peer"
 PEERINGS = ("kopf.dev", "v1", "kopfpeerings")

@@ -12,7 +12,7 @@ from svoe.operator.observe import Observed, observe
 from svoe.operator.plan import plan
 from svoe.operator.render import render_shard
 from svoe.operator.status import build_status, condition, invalid_status, status_changed
-from tests.operator.kube_emulator import pod_status
+from svoe.testing.kube import pod_status
 
 UID = "uid-1"
 CONFIG = OperatorConfig()

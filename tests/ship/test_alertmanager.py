@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from svoe.feedpod.local_run import free_port
+from svoe.net import free_port
 from tests.ship.conftest import tool
 from tests.ship.helmfile_state import ClusterState, cluster_states
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from svoe.feedpod.local_run import free_port
+from svoe.net import free_port
 from tests.ship.conftest import ROOT, tool
 from tests.ship.test_alerts import EXTERNAL_METRICS, contract_metrics, referenced_metrics
 
@@ -311,9 +311,9 @@ def test_every_panel_returns_data_from_a_live_feed_and_operator(tmp_path: Path, 
     if importlib.util.find_spec("svoe.cli") is None:
         pytest.skip("svoe.cli is not importable yet: `svoe run` does not exist")
     try:
-        from tests.operator.kube_emulator import PODS, KubeEmulator
+        from svoe.testing.kube import PODS, KubeEmulator
     except ImportError:
-        pytest.skip("tests/operator/kube_emulator.py is not there: the operator panels cannot be fed live")
+        pytest.skip("svoe.testing.kube needs the dev dependencies: the operator panels cannot be fed live")
     crd_file = ROOT / "crds" / "datafeed.yaml"
     assert crd_file.exists(), "crds/datafeed.yaml is missing: run `make crds`"
 
