@@ -3,7 +3,9 @@
 `ApiServer` serves every object URL itself (kmock's parser and handlers are kept for discovery,
 /version and custom reactions): list kinds, label and field selectors, tables for kubectl,
 dry runs, field validation and warnings, and watches that resume from a resourceVersion, with
-bookmarks and `sendInitialEvents`. Test hooks: gates hold requests (a slow or stuck API server);
+bookmarks and `sendInitialEvents`; and the pod proxy (`GET pods/NAME:PORT/proxy/PATH`), which
+forwards to the pod's `status.podIP`, or to where `pod_address` says the pod's port listens (a
+stand-in kubelet that maps ports). Test hooks: gates hold requests (a slow or stuck API server);
 `request_count` and `request_stats` count what clients asked for.
 """
 
@@ -16,12 +18,13 @@ import math
 import re
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
 import kmock
 
-from svoe.testing.kube.model import JSON, VERBS, ApiError, ApiPath, ResKey, ResourceType, parse_api_path
+from svoe.testing.kube.model import JSON, PODS, VERBS, ApiError, ApiPath, ResKey, ResourceType, parse_api_path
 from svoe.testing.kube.selectors import parse_field_selector, parse_label_selector
 from svoe.testing.kube.store import ObjectStore
 from svoe.testing.kube.tables import table
@@ -38,6 +41,8 @@ class ApiServer(ObjectStore):
         # Test hooks: requests matching a gate wait until it opens (a slow or stuck API server).
         self.gates: dict[tuple[ResKey, str], asyncio.Event] = {}
         self.held: dict[tuple[ResKey, str], int] = {}
+        # (namespace, pod, port) -> (host, port) where that port listens; None: podIP:port.
+        self.pod_address: Callable[[str | None, str, int], tuple[str, int] | None] | None = None
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -107,6 +112,8 @@ class ApiServer(ObjectStore):
                     "items": items,
                 }
             )
+        if method == "GET" and p.plural == "pods" and p.name and (p.subresource or "").split("/")[0] == "proxy":
+            return await self._proxy(raw, ns, p.name, (p.subresource or "").removeprefix("proxy"))
         if method == "GET" and p.name is not None:
             obj = self.get(key, ns, p.name)
             if p.subresource not in (None, "status"):
@@ -159,6 +166,30 @@ class ApiServer(ObjectStore):
                 self.delete(key, o["metadata"].get("namespace"), o["metadata"]["name"], dry_run=dry_run)
             return self._json({"apiVersion": rt.api_version, "kind": f"{rt.kind}List", "metadata": {}, "items": items})
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw.path}")
+
+    async def _proxy(
+        self, raw: aiohttp.web.BaseRequest, ns: str | None, target: str, path: str
+    ) -> aiohttp.web.Response:
+        name, _, port_text = target.partition(":")
+        pod = self.get(PODS, ns, name)
+        port = int(port_text) if port_text.isdigit() else 80
+        address = self.pod_address(ns, name, port) if self.pod_address else None
+        if address is None:
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip:
+                raise ApiError(503, "ServiceUnavailable", f"pod {name} has no IP address yet")
+            address = (str(ip), port)
+        url = f"http://{address[0]}:{address[1]}{path or '/'}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.get(url, params=raw.query) as resp,
+            ):
+                body = await resp.read()
+                ctype = resp.headers.get("Content-Type", "application/octet-stream")
+                return aiohttp.web.Response(body=body, status=resp.status, headers={"Content-Type": ctype})
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: {e}") from None
 
     @staticmethod
     def _json(obj: Any, status: int = 200, warnings: list[str] | None = None) -> aiohttp.web.Response:
