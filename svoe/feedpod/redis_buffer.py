@@ -149,6 +149,11 @@ class StreamWriter:
     redis_ok: bool = False
     _latency_children: dict[str, Any] = field(default_factory=dict)
     _series_children: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # Market-data events written to Redis per stream, and the wall time the newest of them was
+    # appended (read by /stats). The feed's own events are not counted.
+    stream_events: dict[str, int] = field(default_factory=dict)
+    stream_last: dict[str, float] = field(default_factory=dict)
+    events: int = 0
     # Called with True when backpressure starts and False when it ends (a feed event).
     on_backpressure: Any = None
 
@@ -259,14 +264,24 @@ class StreamWriter:
         """Per-stream event counts and last-event time, updated once per batch: a metric update
         per event was a measurable share of the collector's cost per event."""
         per_key: dict[str, int] = {}
+        newest: dict[str, float] = {}
         for p in batch:
             if p.channel != FEED_EVENTS:  # the feed's own events are not market data
-                per_key[p.key] = per_key.get(p.key, 0) + 1
+                key = p.key
+                per_key[key] = per_key.get(key, 0) + 1
+                newest[key] = p.created
         now = time.time()
+        # `created` is perf_counter at append, microseconds after cryptofeed's receipt timestamp;
+        # one offset per batch turns it into wall time without a clock call per event.
+        to_wall = now - time.perf_counter()
+        counts = self.stream_events
         for key, n in per_key.items():
             events, last = self._series(key)
             events.inc(n)
             last.set(now)
+            counts[key] = counts.get(key, 0) + n
+            self.stream_last[key] = newest[key] + to_wall
+            self.events += n
 
     def _series(self, key: str) -> tuple[Any, Any]:
         hit = self._series_children.get(key)
