@@ -104,3 +104,17 @@ def test_document_and_timestamps() -> None:
         ],
         "since": "2026-12-02T01:01:40.000Z",
     }
+
+
+def test_writer_counts_market_data_per_stream_with_its_newest_append_time() -> None:
+    from svoe.feedpod.redis_buffer import StreamWriter, _Pending
+
+    a, b, ev = "svoe:X:trades:A", "svoe:X:l2_book:B", "svoe:X:feed_events:_feed"
+    batch = [_Pending(a, "1-0", b"", "trades", 10.0), _Pending(b, "1-0", b"", "l2_book", 11.0)]
+    batch += [_Pending(a, "1-1", b"", "trades", 12.0), _Pending(ev, "1-0", b"", "feed_events", 13.0)]
+    w = StreamWriter(client=None, exchange="X")  # type: ignore[arg-type]  # _count does no I/O
+    w._count(batch)
+    w._count([_Pending(b, "1-1", b"", "l2_book", 14.0)])
+    assert w.stream_events == {a: 2, b: 2} and w.events == 4
+    offset = w.stream_last[b] - 14.0  # perf_counter to wall time, one offset per batch
+    assert abs(w.stream_last[a] - 12.0 - offset) < 0.01 and ev not in w.stream_last

@@ -264,12 +264,16 @@ class StreamWriter:
         """Per-stream event counts and last-event time, updated once per batch: a metric update
         per event was a measurable share of the collector's cost per event."""
         per_key: dict[str, int] = {}
-        newest: dict[str, float] = {}
         for p in batch:
             if p.channel != FEED_EVENTS:  # the feed's own events are not market data
-                key = p.key
-                per_key[key] = per_key.get(key, 0) + 1
-                newest[key] = p.created
+                per_key[p.key] = per_key.get(p.key, 0) + 1
+        # Each stream's newest entry, found from the batch's end: a few steps, not one per event.
+        newest: dict[str, float] = {}
+        for p in reversed(batch):
+            if p.key in per_key and p.key not in newest:
+                newest[p.key] = p.created
+                if len(newest) == len(per_key):
+                    break
         now = time.time()
         # `created` is perf_counter at append, microseconds after cryptofeed's receipt timestamp;
         # one offset per batch turns it into wall time without a clock call per event.
