@@ -20,8 +20,9 @@ from typing import Any
 from svoe.api import DataFeed
 from svoe.feedpod import metrics
 from svoe.feedpod.endpoints import redirected_feed_class
-from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, SIMPLE_ENCODERS, encode_book, encode_feed_event
+from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, GAP_KINDS, SIMPLE_ENCODERS, encode_book, encode_feed_event
 from svoe.feedpod.redis_buffer import StreamWriter, buffer_streams, stream_key
+from svoe.feedpod.stats import GapWindow
 
 LOG = logging.getLogger(__name__)
 
@@ -83,11 +84,14 @@ class Collector:
         self.stopping = False
         self.events = 0
         self.messages = 0  # exchange messages handled, parsed or not
+        self.gaps = GapWindow()  # gap-like feed events of the last hour, for /stats
 
     # ---- the feed's own events ---------------------------------------------------------------
     def record(self, kind: str, channel: str | None = None, symbol: str | None = None, **detail: Any) -> None:
         """A feed event (events.py FEED_EVENT_KINDS) into the buffer, in order with market data."""
         payload = encode_feed_event(kind, time.time(), channel, symbol, detail)
+        if kind in GAP_KINDS:
+            self.gaps.record(time.monotonic())
         self.writer.append_nowait(self._events_key, FEED_EVENTS, payload)
 
     def book_gap(self, symbol: str, message: str) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 from svoe.api import DataFeed
 from svoe.feedpod import metrics, redis_buffer
 from svoe.feedpod.collector import Collector, install_signal_handlers, run_collector
-from svoe.feedpod.health import Check, HealthServer
-from svoe.feedpod.redis_buffer import collector_key, heartbeat_key
+from svoe.feedpod.health import Check, HealthServer, Stats
+from svoe.feedpod.redis_buffer import buffer_streams, collector_key, heartbeat_key, stream_key
+from svoe.feedpod.stats import RateWindow, read_backlog, stats_document
 
 LOG = logging.getLogger(__name__)
 
@@ -66,12 +67,44 @@ def _redis_check(client: Any) -> Check:
     return redis_up
 
 
+def _stats_source(feed: DataFeed, redis_url: str, state: dict[str, Collector], rate: RateWindow) -> Stats:
+    """/stats of this collector: its writer's counters, the sampled rate and the gap window, and
+    the aggregator's backlog from Redis (null when Redis does not answer)."""
+    from svoe.lake.layout import writer_identity
+
+    client = redis_buffer.connect(redis_url)
+    exchange = feed.spec.exchange
+    keys = [stream_key(exchange, c, s) for c, s in buffer_streams(feed)]
+    writer, started_at, streams = writer_identity(), time.time(), feed.streams()
+
+    async def stats() -> dict[str, Any]:
+        backlog = await read_backlog(client, keys)
+        c = state.get("collector")
+        now = time.monotonic()
+        return stats_document(
+            writer=writer,
+            started_at=started_at,
+            events=c.writer.stream_events if c else {},
+            last=c.writer.stream_last if c else {},
+            streams=streams,
+            exchange=exchange,
+            events_per_second=rate.rate(now, c.writer.events if c else 0),
+            backlog=backlog,
+            gaps_last_hour=c.gaps.count(now) if c else 0,
+        )
+
+    return stats
+
+
 async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int, log_file: str) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     metrics.init_series(feed.spec.exchange, feed.streams(), "collector")
     state: dict[str, Collector] = {}
-    health = HealthServer(host, port, _ready_checks(feed, redis_url, state))
+    rate = RateWindow()
+    rate.sample(time.monotonic(), 0)  # the base of the rate until the process is a window old
+    stats = _stats_source(feed, redis_url, state, rate)
+    health = HealthServer(host, port, _ready_checks(feed, redis_url, state), stats=stats)
     await health.start()
     client = redis_buffer.connect(redis_url)
     ckey = collector_key(feed.spec.exchange)
@@ -79,7 +112,7 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
     started = time.monotonic()
     from cryptofeed.exceptions import UnsupportedSymbol
 
-    progress = asyncio.create_task(_report_messages(client, ckey, state))
+    progress = asyncio.create_task(_report_messages(client, ckey, state, rate))
     try:
         collector = await run_collector(
             feed, redis_url, stop, log_file=log_file, on_ready=lambda c: state.__setitem__("collector", c)
@@ -103,13 +136,15 @@ async def collector_process(feed: DataFeed, redis_url: str, host: str, port: int
     return 0
 
 
-async def _report_messages(client: Any, key: str, state: dict[str, Collector]) -> None:
+async def _report_messages(client: Any, key: str, state: dict[str, Collector], rate: RateWindow) -> None:
     """Publish how many exchange messages the collector has handled: `svoe run --replay` ends
-    once this reaches what the replay exchange sent."""
+    once this reaches what the replay exchange sent. Also samples the event count for /stats
+    (the window keeps one sample a second)."""
     while True:
         await asyncio.sleep(0.2)
         c = state.get("collector")
         if c is not None:
+            rate.sample(time.monotonic(), c.writer.events)
             metrics.FEED_CONNECTED.labels(c.exchange).set(1 if c.connected else 0)
             with contextlib.suppress(Exception):
                 await client.hset(key, "messages", c.messages)

@@ -58,6 +58,9 @@ FEED_EVENT_KINDS = (
     "backpressure_on",  # the Redis buffer is full: the feed's reading waits
     "backpressure_off",
 )
+# The kinds that mean market data may be missing: what /stats counts as gapsLastHour. A resync
+# is left out, since it follows a gap (cryptofeed refetches the book) and would count it twice.
+GAP_KINDS = frozenset({"gap", "disconnect"})
 
 
 def encode_feed_event(kind: str, at: float, channel: str | None, symbol: str | None, detail: dict[str, Any]) -> bytes:

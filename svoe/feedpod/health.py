@@ -1,4 +1,5 @@
-"""HTTP endpoints of a feed pod process: /metrics, /healthz (alive) and /readyz (ready).
+"""HTTP endpoints of a feed pod process: /metrics, /healthz (alive), /readyz (ready) and, in the
+collector, /stats (data health as JSON, built by svoe/feedpod/stats.py).
 
 Readiness is a list of named checks; /readyz answers 200 only when all pass and lists each
 check's verdict either way, so `kubectl describe` and a curl show why a pod is unready.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -17,14 +19,18 @@ from svoe.feedpod import metrics
 LOG = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
+Stats = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, checks: dict[str, Check], serve_metrics: bool = True) -> None:
+    def __init__(
+        self, host: str, port: int, checks: dict[str, Check], serve_metrics: bool = True, stats: Stats | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.checks = checks
         self.serve_metrics = serve_metrics
+        self.stats = stats
         self._runner: web.AppRunner | None = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -47,12 +53,18 @@ class HealthServer:
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
+    async def _stats(self, _: web.Request) -> web.Response:
+        assert self.stats is not None
+        return web.json_response(await self.stats(), headers={"Cache-Control": "no-store"})
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if self.serve_metrics:
             app.router.add_get("/metrics", self._metrics)
+        if self.stats is not None:
+            app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -149,6 +149,11 @@ class StreamWriter:
     redis_ok: bool = False
     _latency_children: dict[str, Any] = field(default_factory=dict)
     _series_children: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # Market-data events written to Redis per stream, and the wall time the newest of them was
+    # appended (read by /stats). The feed's own events are not counted.
+    stream_events: dict[str, int] = field(default_factory=dict)
+    stream_last: dict[str, float] = field(default_factory=dict)
+    events: int = 0
     # Called with True when backpressure starts and False when it ends (a feed event).
     on_backpressure: Any = None
 
@@ -262,11 +267,25 @@ class StreamWriter:
         for p in batch:
             if p.channel != FEED_EVENTS:  # the feed's own events are not market data
                 per_key[p.key] = per_key.get(p.key, 0) + 1
+        # Each stream's newest entry, found from the batch's end: a few steps, not one per event.
+        newest: dict[str, float] = {}
+        for p in reversed(batch):
+            if p.key in per_key and p.key not in newest:
+                newest[p.key] = p.created
+                if len(newest) == len(per_key):
+                    break
         now = time.time()
+        # `created` is perf_counter at append, microseconds after cryptofeed's receipt timestamp;
+        # one offset per batch turns it into wall time without a clock call per event.
+        to_wall = now - time.perf_counter()
+        counts = self.stream_events
         for key, n in per_key.items():
             events, last = self._series(key)
             events.inc(n)
             last.set(now)
+            counts[key] = counts.get(key, 0) + n
+            self.stream_last[key] = newest[key] + to_wall
+            self.events += n
 
     def _series(self, key: str) -> tuple[Any, Any]:
         hit = self._series_children.get(key)

@@ -90,13 +90,20 @@ def sanitize_writer(name: str) -> str:
 
 
 def writer_identity(env: Mapping[str, str] | None = None) -> str:
-    """Who writes this pod's blocks. A feed pod's Redis lives and dies with the pod, so the pod
-    name is exactly as durable as the entries a retry re-reads; `svoe run` sets SVOE_WRITER."""
+    """Who writes this pod's blocks: one identity per pod instance, `{POD_NAME}-{POD_UID[:8]}`.
+
+    A feed pod's Redis is an emptyDir that lives and dies with the pod instance, so the identity
+    must be exactly as durable as the entries a retry re-reads. The name alone is not: a failed
+    pod replaced under the same name starts with an empty Redis and would number its copies
+    alongside the old instance's under one writer, so the exactly-once view could count an event
+    twice. The UID (downward API, metadata.uid) tells the instances apart; without it the pod name
+    alone is used. `svoe run` sets SVOE_WRITER."""
     env = os.environ if env is None else env
     if env.get("SVOE_WRITER"):
         return sanitize_writer(env["SVOE_WRITER"])
     if env.get("POD_NAME"):
-        return sanitize_writer(env["POD_NAME"])
+        uid = env.get("POD_UID", "")[:8]
+        return sanitize_writer(f"{env['POD_NAME']}-{uid}" if uid else env["POD_NAME"])
     if env.get("SVOE_DATAFEED"):
         return sanitize_writer(f"{env['SVOE_DATAFEED']}-{env.get('SVOE_SHARD', '0')}")
     return sanitize_writer(socket.gethostname())

@@ -45,6 +45,17 @@ def test_block_names_old_and_new() -> None:
     assert resolve("s3://bucket/pre/").uri("a/b") == "s3://bucket/pre/a/b"
 
 
+def test_writer_identity_is_per_pod_instance() -> None:
+    uid = "3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
+    assert writer_identity({"POD_NAME": "binance-0", "POD_UID": uid}) == "binance-0-3f2a1b4c"
+    # The same name recreated (a failed pod replaced) is a new writer.
+    other = writer_identity({"POD_NAME": "binance-0", "POD_UID": "9e8d7c6b-0000-4000-8000-000000000000"})
+    assert other == "binance-0-9e8d7c6b"
+    assert writer_identity({"POD_NAME": "binance-0"}) == "binance-0"
+    assert writer_identity({"POD_NAME": "binance-0", "POD_UID": ""}) == "binance-0"
+    assert writer_identity({"SVOE_WRITER": "run-1", "POD_NAME": "binance-0", "POD_UID": uid}) == "run-1"
+
+
 def test_integer_key_orders_where_the_string_does_not(tmp_path: Path) -> None:
     ids = [f"1634000000000-{i}" for i in range(12)]
     write(tmp_path, "w", "trades", "BTC-USDT", ids, [trade(T0 + i, T0 + 1, str(i)) for i in range(12)])
