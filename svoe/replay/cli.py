@@ -29,13 +29,28 @@ def serve_main(
     loop: bool,
     out: TextIO | None = None,
     faults: Faults | None = None,
+    *,
+    clients: int = 1,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> int:
     """Serve ``exchange`` from ``capture_dir`` until Ctrl-C/SIGTERM. Exit 0, or 2 on bad input."""
     stream = out if out is not None else sys.stdout
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server = ReplayServer(capture_dir, exchange, speed=speed, loop=loop, host=host, port=port, faults=faults)
+        server = ReplayServer(
+            capture_dir,
+            exchange,
+            speed=speed,
+            loop=loop,
+            host=host,
+            port=port,
+            faults=faults,
+            clients=clients,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
     except LoopNotSupported as exc:
         print(f"svoe replay serve: --loop: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -70,6 +70,8 @@ class ReplayServer:
     settle: seconds without a new connection before a connection's subscriptions take effect;
       cryptofeed opens all its connections at once and each resets shared book state when it
       subscribes, so streaming waits until every connection has done so.
+    clients: no subscription takes effect before this many connections were accepted, so that
+      replicas started one after the other all get their streams from the start.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class ReplayServer:
         faults: Faults | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        clients: int = 1,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be a positive number (or None for as fast as possible), got {speed!r}")
@@ -99,6 +102,10 @@ class ReplayServer:
         self.host = host
         self.port = port
         self.settle = settle
+        if clients < 1:
+            raise ValueError(f"clients must be at least 1, got {clients}")
+        self.clients = clients
+        self._enough_clients = asyncio.Event()
         self._cert = (cert_file, key_file) if cert_file and key_file else None
         self._sequencer: Sequencer = sequencer_for(self.capture, loop)
         self.faults = faults or Faults()
@@ -303,6 +310,8 @@ class ReplayServer:
         subscription = self._naming.subscription(request.query) if self._naming else None
         conn = _Connection(self._numbering, request.path, subscription, ws)
         self._last_accept = loop.time()
+        if self.connections_accepted >= self.clients:
+            self._enough_clients.set()
         self._connections[conn.number] = conn
         LOG.info("replay %s: connection #%d on %s", self.exchange, conn.number, request.path_qs[:120])
         reader = asyncio.create_task(self._read_client(conn), name=f"replay-read-{conn.number}")
@@ -335,6 +344,7 @@ class ReplayServer:
         loop = asyncio.get_running_loop()
         if self._expects_subscribe:
             await conn.first_frame.wait()
+        await self._enough_clients.wait()
         while (wait := self._last_accept + self.settle - loop.time()) > 0:
             await asyncio.sleep(wait)
         if conn.closed:
