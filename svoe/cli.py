@@ -100,7 +100,18 @@ def cmd_replay_serve(a: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"svoe replay serve: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return serve_main(a.capture_dir, a.exchange, a.host, a.port, a.speed, a.loop, faults=faults)
+    return serve_main(
+        a.capture_dir,
+        a.exchange,
+        a.host,
+        a.port,
+        a.speed,
+        a.loop,
+        faults=faults,
+        clients=a.clients,
+        cert_file=a.cert,
+        key_file=a.key,
+    )
 
 
 def cmd_bench_pipeline(a: argparse.Namespace) -> int:
@@ -220,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop", metavar="MATCH:N[@SKIP]", help="fault: drop N messages containing MATCH (default: mid-way)"
     )
     s.add_argument("--close-after", type=int, metavar="N", help="fault: close the connection sending message N")
+    s.add_argument(
+        "--clients", type=int, default=1, metavar="N", help="start streaming once N connections were accepted"
+    )
+    s.add_argument("--cert", help="PEM certificate to serve (default: a throw-away one, its CA file printed)")
+    s.add_argument("--key", help="PEM private key of --cert")
     s.set_defaults(func=cmd_replay_serve)
 
     from svoe.lake.cli import add_lake_commands

@@ -1,5 +1,6 @@
 """Runs a ReplayServer in its own process for tests: prints its endpoints as one JSON line, then
-`exhausted` once the capture is fully sent. Usage: python -m tests.replay_proc DIR EXCHANGE [SPEED]"""
+`exhausted` once the capture is fully sent.
+Usage: python -m tests.replay_proc DIR EXCHANGE [SPEED|max [CLIENTS]]"""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import sys
 from svoe.replay import ReplayServer
 
 
-async def main(capture_dir: str, exchange: str, speed: float | None) -> None:
-    server = ReplayServer(capture_dir, exchange, speed=speed)
+async def main(capture_dir: str, exchange: str, speed: float | None, clients: int = 1) -> None:
+    server = ReplayServer(capture_dir, exchange, speed=speed, clients=clients)
     await server.start()
     print(json.dumps({"websocket": server.ws_base, "rest": server.rest_base, "caFile": server.ca_file}), flush=True)
     stop = asyncio.Event()
@@ -26,4 +27,6 @@ async def main(capture_dir: str, exchange: str, speed: float | None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None))
+    speed = sys.argv[3] if len(sys.argv) > 3 else "max"
+    clients = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    asyncio.run(main(sys.argv[1], sys.argv[2], None if speed == "max" else float(speed), clients))

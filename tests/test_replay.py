@@ -214,7 +214,7 @@ def test_speed_paces_and_exhausted_socket_stays_open(capture_dir: Path) -> None:
 
     async def go() -> tuple[list[str], float, bool]:
         async with ReplayServer(capture_dir, "BINANCE", speed=speed, settle=0.0) as server:
-            return await _raw_client(server, "/stream?streams=x")
+            return await _raw_client(server, "/stream")
 
     got, elapsed, still_open = asyncio.run(go())
     assert got == [m.data for m in stream.messages]

@@ -5,7 +5,7 @@
 #   2. build the Dockerfile's two targets (operator, feedpod), derive the e2e images (see README.md),
 #      and load them into kind;
 #   3. install MinIO and create the lake's bucket;
-#   4. deploy the replay exchange (`svoe replay serve` behind e2e/local/exchange_front.py);
+#   4. deploy the replay exchange (`svoe replay serve`, which routes by subscription);
 #   5. install charts/svoe (operator, CRD, RBAC, the feed ServiceAccount);
 #   6. apply a DataFeed (2 shards), wait until `kubectl wait --for=condition=Ready` passes;
 #   7. poll `svoe lake stats` (in the cluster) until MinIO holds the captures' reference counts;
@@ -66,7 +66,7 @@ kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || kind create cluster --nam
 "${KUBECTL[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f -
 
 step "2. images"
-# The exchange front's certificate (for its Service name) and the CA the feed pods must trust.
+# The replay exchange's certificate (for its Service name) and the CA the feed pods must trust.
 "$PY" - "$WORK" "$NS" <<'EOF'
 import sys
 import trustme
@@ -83,7 +83,6 @@ mkdir -p "$WORK/feedpod" "$WORK/exchange/captures"
 cp "$WORK/exchange-ca.pem" "$WORK/feedpod/"
 docker build -f "$HERE/feedpod-e2e.Dockerfile" --build-arg NAMESPACE="$NS" -t svoe-feedpod:e2e "$WORK/feedpod"
 cp "$CAPTURES/README.md" "$CAPTURES/$EXCHANGE".* "$WORK/exchange/captures/"
-cp e2e/local/exchange_front.py "$WORK/exchange/"
 docker build -f "$HERE/exchange.Dockerfile" -t svoe-e2e-exchange:e2e "$WORK/exchange"
 MINIO_IMAGE=$(sed -n 's/^ *image: *\(.*minio.*\)$/\1/p' "$HERE/manifests/minio.yaml" | head -1)
 docker pull "$MINIO_IMAGE"

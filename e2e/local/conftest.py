@@ -1,5 +1,5 @@
 """Fixtures of the local e2e: one API emulator, operator, moto server and pod runner per session;
-an exchange (replay + front) per scenario. On a failure, the operator's log and every pod's
+an exchange (a replay) per scenario. On a failure, the operator's log and every pod's
 story and container logs are printed."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def exchanges(workdir: Path) -> Iterator[Callable[[float], Exchange]]:
     started: list[Exchange] = []
 
     def start(speed: float) -> Exchange:
-        ex = start_exchange(speed, workdir, workdir / "image" / "exchange-ca.pem")
+        ex = start_exchange(speed, workdir / "image" / "exchange-ca.pem")
         started.append(ex)
         return ex
 

@@ -3,7 +3,7 @@
 - `KubeEmulator` (svoe.testing.kube, with graceful pod deletion on), the real
   operator process (`OperatorProcess` of the operator tests), kubectl against both;
 - a moto server (S3 + Glue) in its own process;
-- the exchange: `svoe replay serve` behind the subscription-routing `ExchangeFront`;
+- the exchange: `ReplayServer` (what `svoe replay serve` runs) on a thread of the test run;
 - the `PodRunner`, the stand-in kubelet (test infrastructure, see pod_runner.py);
 - readers: lake counts (`svoe lake stats --json`), what each pod's collector counted (its
   Prometheus multiprocess files, which outlive the processes), the API's watch timeline.
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -18,10 +19,9 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from e2e.local.exchange_front import FrontStats, ReplayProcess, ThreadedExchangeFront
 from e2e.local.pod_runner import PodSandbox
 from svoe.net import free_port
-from svoe.replay import capture_subscription, load_capture, reference_counts
+from svoe.replay import ReplayServer, capture_subscription, reference_counts
 from svoe.testing.kube import PODS, KubeEmulator
 from svoe.testing.waiting import wait_for
 
@@ -149,39 +148,43 @@ class MotoServer:
 # -- the exchange -----------------------------------------------------------------------------------
 
 
-@dataclass
 class Exchange:
-    """`svoe replay serve` (a process) behind the ExchangeFront (a thread of the test run)."""
+    """The replay exchange (`ReplayServer`, as `svoe replay serve` runs it) on its own event loop
+    thread, so that the tests can read what it sent and what it still holds."""
 
-    replay: ReplayProcess
-    front: ThreadedExchangeFront
-    total: int  # messages in the capture's websocket streams
+    def __init__(self, speed: float) -> None:
+        self.server = ReplayServer(str(CAPTURES), EXCHANGE, speed=speed)
+        self.total = self.server.total_messages  # messages in the capture's websocket streams
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="replay-exchange", daemon=True)
+        self._thread.start()
+        self._call(self.server.start())
+
+    def _call[T](self, coro: Any) -> T:
+        result: T = asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+        return result
 
     @property
     def endpoints(self) -> dict[str, str]:
-        f = self.front.front
-        return {"websocket": f.ws_base, "rest": f.rest_base, "caFile": EXCHANGE_CA}
+        return {"websocket": self.server.ws_base, "rest": self.server.rest_base, "caFile": EXCHANGE_CA}
 
-    def stats(self) -> FrontStats:
-        return self.front.stats()
+    def stats(self) -> dict[str, Any]:
+        async def get() -> dict[str, Any]:
+            return self.server.stats()
+
+        return self._call(get())
 
     def stop(self) -> None:
-        self.front.stop()
-        self.replay.stop()
+        self._call(self.server.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(20)
 
 
-def start_exchange(speed: float, workdir: Path, ca_target: Path) -> Exchange:
-    replay = ReplayProcess.start(SVOE, str(CAPTURES), EXCHANGE, speed, workdir / f"replay-{time.time_ns()}.log")
-    front = ThreadedExchangeFront(replay.ws_base, replay.rest_base, replay.ca_file)
-    try:
-        front.start()
-    except BaseException:
-        replay.stop()
-        raise
+def start_exchange(speed: float, ca_target: Path) -> Exchange:
+    ex = Exchange(speed)
     ca_target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(front.front.ca_file, ca_target)
-    total = sum(len(s.messages) for s in load_capture(str(CAPTURES), EXCHANGE).streams)
-    return Exchange(replay, front, total)
+    shutil.copyfile(ex.server.ca_file, ca_target)
+    return ex
 
 
 def stream_names(symbol: str) -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 Everything is real except the cluster: the API server is the emulator, and the kubelet is the
 PodRunner (test infrastructure), which runs the operator's pods as local processes with their own
-commands, args and env. The exchange is `svoe replay serve` (Binance Futures, 4 symbols, every
-channel), behind the ExchangeFront that gives each connection the streams it subscribed to. The
-lake is S3 on a moto server, with Glue.
+commands, args and env. The exchange is the replay of `svoe replay serve` (Binance Futures, 4
+symbols, every channel), which, like a real exchange, sends each connection the streams it
+subscribed to. The lake is S3 on a moto server, with Glue.
 
 Two scenarios, each against a fresh replay:
 
@@ -18,23 +18,19 @@ Two scenarios, each against a fresh replay:
    new pod next to the old one, the old one is deleted only after the new one is Ready, shard 0's
    pod is never touched.
 
-What "exact" means in the rollout. The replay (and the front) serve each captured stream once, to
-one subscriber at a time; a real exchange would send a stream to every connection subscribed to
-it. So:
+What "exact" means in the rollout. The replay broadcasts each stream to every connection
+subscribed to it, and holds a stream (its position does not advance) while nobody subscribes. So:
 - symbols that stayed (SUSHI, AKRO, in the shard that did not change): their pod ran throughout,
   and their lake counts equal scenario 1's per (channel, symbol), exactly;
-- the symbol that came (CTK): nobody had subscribed to its streams, so the front held them; its
+- the symbol that came (CTK): nobody had subscribed to its streams, so the replay held them; its
   new pod received them whole, and its counts equal scenario 1's too;
 - the symbol that went (KEEP): its old pod collected until it was deleted, mid-stream; what it
   collected is in the lake, all of it (equal to its collector's own final count), and for the
-  channels where one message is one event, lake + what the exchange still held == scenario 1.
-A symbol that moves from an old pod to its replacement (it stays, but in the rolled shard) is not
-asserted exact, on purpose. With serve-once it reaches the new pod when the old pod's connection
-closes, and what was written to that socket but not yet read when the old collector stopped is
-lost to both (a websocket push has no acknowledgements); with a real exchange both pods collect it
-during the overlap, which stores the overlap twice (the lake does not deduplicate across pods).
-Either way the new pod's book starts with a fresh snapshot. Neither gives a number that equals the
-reference; e2e/README.md says more.
+  channels where one message is one event, what the replay sent of it == what the lake holds,
+  and that + what the replay still holds == scenario 1.
+A symbol that moves from an old pod to its replacement would reach both pods during the
+make-before-break overlap, and the lake's exactly-once view merges the two copies; this scenario
+has none (shard 1 holds one symbol). e2e/README.md says more.
 """
 
 from __future__ import annotations
@@ -45,7 +41,6 @@ from typing import Any
 
 import pytest
 
-from e2e.local.exchange_front import FrontStats
 from e2e.local.harness import (
     BUCKET,
     NAMESPACE,
@@ -96,13 +91,13 @@ def wait_ready(kube: KubeEmulator, kubectl: Kubectl, name: str, shards: int) -> 
     return wait_for(ready_row, READY_TIMEOUT, f"kubectl get df to show {name} READY True")
 
 
-def wait_collected(ex: Exchange, pods: list[PodSandbox], held_ok: frozenset[str] = frozenset()) -> FrontStats:
-    """Until the replay has sent the whole capture, the front passed on all but `held_ok` streams,
-    and the collectors' counts have stopped moving (they have handled what they received)."""
+def wait_collected(ex: Exchange, pods: list[PodSandbox], held_ok: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Until the replay has sent every stream but `held_ok` to its end, and the collectors' counts
+    have stopped moving (they have handled what they received)."""
 
-    def all_sent() -> FrontStats | None:
+    def all_sent() -> dict[str, Any] | None:
         s = ex.stats()
-        return s if s.received == ex.total and set(s.held) <= held_ok else None
+        return s if all(st["done"] or name in held_ok for name, st in s["streams"].items()) else None
 
     stats = wait_for(all_sent, 120, "the whole capture to be sent")
     last: list[Counts] = []
@@ -142,7 +137,7 @@ class ReferenceRun:
     lake_before_delete: Counts
     lake: Counts
     pods: list[PodSandbox]
-    front: FrontStats
+    exchange: dict[str, Any]  # the replay's stats at the end
     deleted_at: float
 
 
@@ -251,7 +246,7 @@ class RolloutRun:
     rv_old_deleting: int | None
     lake_before_delete: Counts
     lake: Counts
-    front: FrontStats
+    exchange: dict[str, Any]  # the replay's stats at the end
     deleted_at: float
     pods_seen: list[str]
 
@@ -276,9 +271,9 @@ def rollout_run(
     by_shard = {p["metadata"]["labels"]["svoe.io/shard"]: p["metadata"]["name"] for p in feed_pods(kube, name)}
     stable, old = runner.by_name(by_shard["0"]), runner.by_name(by_shard["1"])
     # Let the old pod collect a good part of its symbol's streams before it is replaced.
-    wait_for(lambda: ex.stats().received >= ex.total // 4, 60, "a quarter of the capture to be sent")
+    wait_for(lambda: ex.stats()["sent"] >= ex.total // 4, 60, "a quarter of the capture to be sent")
 
-    sent_at_edit = ex.stats().received
+    sent_at_edit = ex.stats()["sent"]
     doc["spec"]["symbols"] = [*stayed, added]
     assert "datafeed.svoe.io/rollout configured" in kubectl.apply(doc)
 
@@ -308,7 +303,7 @@ def rollout_run(
         rv_old_deleting=first_rv(kube, old.name, is_deleting),
         lake_before_delete=before,
         lake=lake_counts(url, moto.env),
-        front=ex.stats(),
+        exchange=ex.stats(),
         deleted_at=deleted_at,
         pods_seen=sorted(sb.name for sb in runner.pods(f"{name}-")),
     )
@@ -360,10 +355,12 @@ def test_the_replaced_pod_drained_what_it_collected(rollout_run: RolloutRun, ref
     # The drain at the rollout wrote it: before the DataFeed's deletion it was already in the lake.
     assert of_symbols(r.lake_before_delete, {r.removed}) == got
     names = stream_names(r.removed)
-    held = {ch: r.front.held.get(names[ch], 0) for ch in ONE_TO_ONE}
+    streams = r.exchange["streams"]
+    held = {ch: streams[names[ch]]["remaining"] for ch in ONE_TO_ONE}
     assert sum(held.values()) > 0, "the symbol was removed after its streams had ended"
+    assert all(streams[names[ch]]["held"] for ch in ONE_TO_ONE), "nobody subscribes to it any more"
     for ch in ONE_TO_ONE:
-        sent = r.front.delivered.get(names[ch], 0)
+        sent = streams[names[ch]]["sent"]  # to the old pod alone: nobody else subscribed to it
         assert got.get(ch, {}).get(r.removed, 0) == sent, ch
         assert sent + held[ch] == reference_run.lake[ch][r.removed], ch
 

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from contextlib import suppress
-from typing import TextIO
+from typing import Any, TextIO
 
 from svoe.replay.capture import REFERENCE_FEED_OPTIONS, CaptureError, capture_subscription
 from svoe.replay.faults import Faults
@@ -29,13 +29,17 @@ def serve_main(
     loop: bool,
     out: TextIO | None = None,
     faults: Faults | None = None,
+    **options: Any,
 ) -> int:
-    """Serve ``exchange`` from ``capture_dir`` until Ctrl-C/SIGTERM. Exit 0, or 2 on bad input."""
+    """Serve ``exchange`` from ``capture_dir`` until Ctrl-C/SIGTERM. Exit 0, or 2 on bad input.
+
+    options: more keyword arguments of :class:`ReplayServer` (clients, cert_file, key_file).
+    """
     stream = out if out is not None else sys.stdout
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server = ReplayServer(capture_dir, exchange, speed=speed, loop=loop, host=host, port=port, faults=faults)
+        server = ReplayServer(capture_dir, exchange, speed, loop, host, port, faults=faults, **options)
     except LoopNotSupported as exc:
         print(f"svoe replay serve: --loop: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

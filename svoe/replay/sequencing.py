@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,8 @@ class Sequencer:
     def rewrite(self, stream_index: int, message_index: int, loop: int, message: WsMessage) -> str | bytes:
         return message.data
 
-    def on_assigned(self, stream_index: int) -> None:
-        """A stream starts (or resumes) on a new client connection."""
+    def on_joined(self, stream_index: int, messages: Sequence[int]) -> None:
+        """A client connection joins (or takes over) these messages of a recorded connection."""
 
     def on_sent(self, stream_index: int, message_index: int, loop: int) -> None:
         """Bookkeeping after a message was handed to the socket."""
@@ -70,10 +71,16 @@ class BinanceSequencer(Sequencer):
     Pass ``k`` adds ``k * span`` to the depth ids ``U``/``u``/``pu`` of each symbol, where span is
     chosen so that the first update of a pass continues exactly from the last update of the
     previous one (spot: ``U == last u + 1``; futures: ``pu == last u``). Trade ids are shifted the
-    same way so that looped trades stay unique. A REST depth snapshot is answered with
-    ``lastUpdateId`` just before the first depth update the client saw on its current connection
-    (the one that made it ask), or equal to the last one sent for later resyncs (the client then
-    skips what it holds as old and continues with the next update).
+    same way so that looped trades stay unique.
+
+    A REST depth snapshot is fitted to the client that asks. cryptofeed asks when it handles the
+    first depth update of a symbol, and the replay broadcasts (one position per stream), so every
+    connection that joined a symbol's depth stream is owed one snapshot that ends just before the
+    first update it was sent; those are answered in the order the connections joined. A
+    connection that joined at the recording's start gets the recorded snapshot unchanged (the
+    reference counts depend on it), whoever else asked for it before. A request nobody is owed
+    (a resync after a gap) gets ``lastUpdateId`` equal to the last update sent: the client skips
+    what it holds as old and continues with the next update.
     """
 
     supports_loop = True
@@ -94,8 +101,13 @@ class BinanceSequencer(Sequencer):
         for symbol, ids in self._ids.items():
             if ids.depth_prev is not None and ids.depth_span <= 0:
                 raise LoopNotSupported(f"{capture.exchange}: depth ids of {symbol} do not increase; cannot loop")
-        self._fresh: set[str] = set()
-        self._first_u: dict[str, int] = {}
+        # the first depth update of each symbol in the recording: a join there is a join at the start
+        self._first_depth: dict[str, tuple[int, int]] = {}
+        for si, table in enumerate(self._depth_u):
+            for mi, (symbol, _, _) in sorted(table.items()):
+                self._first_depth.setdefault(symbol, (si, mi))
+        self._joining: dict[str, int] = {}  # symbol -> joins not yet sent a depth update
+        self._owed: dict[str, deque[int | None]] = {}  # symbol -> snapshot ids owed (None: the recorded one)
         self._last_u: dict[str, int] = {}
 
     def _learn(self, data: dict[str, Any], index: int, table: dict[int, tuple[str, int, int]]) -> None:
@@ -120,7 +132,7 @@ class BinanceSequencer(Sequencer):
     def rewrite(self, stream_index: int, message_index: int, loop: int, message: WsMessage) -> str | bytes:
         if loop == 0:
             return message.data
-        wrapper = _loads(message.data)
+        wrapper = loads_message(message.data)
         data = wrapper.get("data") if isinstance(wrapper, dict) else None
         if not isinstance(data, dict):
             return message.data
@@ -150,9 +162,12 @@ class BinanceSequencer(Sequencer):
             return message.data
         return _dumps(wrapper)
 
-    def on_assigned(self, stream_index: int) -> None:
-        if stream_index < len(self._depth_u):
-            self._fresh.update(symbol for symbol, _, _ in self._depth_u[stream_index].values())
+    def on_joined(self, stream_index: int, messages: Sequence[int]) -> None:
+        if stream_index >= len(self._depth_u):
+            return
+        table = self._depth_u[stream_index]
+        for symbol in {table[mi][0] for mi in messages if mi in table}:
+            self._joining[symbol] = self._joining.get(symbol, 0) + 1
 
     def on_sent(self, stream_index: int, message_index: int, loop: int) -> None:
         entry = self._depth_u[stream_index].get(message_index)
@@ -161,18 +176,23 @@ class BinanceSequencer(Sequencer):
         symbol, recorded_prev, recorded_u = entry
         shift = loop * self._ids[symbol].depth_span
         self._last_u[symbol] = recorded_u + shift
-        if symbol in self._fresh:
-            # the client asks for a snapshot when it sees this update: a snapshot that ends just
-            # before it lets the client apply it and continue
-            self._fresh.discard(symbol)
-            self._first_u[symbol] = recorded_prev + shift
+        joins = self._joining.pop(symbol, 0)
+        if joins:
+            # the joined clients ask for a snapshot when they see this update: one that ends just
+            # before it lets them apply it and continue
+            at_start = loop == 0 and self._first_depth.get(symbol) == (stream_index, message_index)
+            self._owed.setdefault(symbol, deque()).extend([None if at_start else recorded_prev + shift] * joins)
 
     def fit_rest(self, path: str, query: Mapping[str, str], body: str) -> str:
         if path not in self._DEPTH_PATHS:
             return body
         symbol = query.get("symbol", "").upper()
-        update_id = self._first_u.pop(symbol, None)
-        if update_id is None:
+        owed = self._owed.get(symbol)
+        if owed:
+            update_id = owed.popleft()
+            if update_id is None:
+                return body
+        else:
             update_id = self._last_u.get(symbol)
         if update_id is None:
             return body
@@ -189,7 +209,7 @@ class BinanceSequencer(Sequencer):
 
 def _binance_payload(raw: str | bytes) -> dict[str, Any] | None:
     try:
-        wrapper = _loads(raw)
+        wrapper = loads_message(raw)
     except ValueError:
         return None
     data = wrapper.get("data") if isinstance(wrapper, dict) else None
@@ -199,7 +219,7 @@ def _binance_payload(raw: str | bytes) -> dict[str, Any] | None:
 try:
     import orjson
 
-    def _loads(raw: str | bytes) -> Any:
+    def loads_message(raw: str | bytes) -> Any:
         return orjson.loads(raw)
 
     def _dumps(value: Any) -> str:
@@ -207,7 +227,7 @@ try:
 
 except ImportError:  # pragma: no cover - orjson ships with the dev environment
 
-    def _loads(raw: str | bytes) -> Any:
+    def loads_message(raw: str | bytes) -> Any:
         return json.loads(raw)
 
     def _dumps(value: Any) -> str:

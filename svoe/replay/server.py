@@ -2,13 +2,16 @@
 
 An unmodified cryptofeed client, redirected with :func:`svoe.feedpod.endpoints.redirected_feed_class`,
 connects to it as it would to the exchange. One port serves both REST (``https://``) and
-websockets (``wss://``); the certificate comes from a throw-away CA whose PEM is :attr:`ca_file`.
+websockets (``wss://``); the certificate comes from a throw-away CA whose PEM is :attr:`ca_file`
+(or is given, ``cert_file``/``key_file``).
 
-Routing of websocket streams (cryptofeed 3 does not open the same connections as the 2021
-recording): a captured stream goes to the first client connection whose path matches the
-recorded one; when none matches, all such streams are merged by timestamp into the first
-connection. Each stream is served once: a connection that drops hands the rest of its streams to
-the next one, so that reconnects count nothing twice. An exhausted connection stays open, idle.
+Which connection gets which message is decided by :mod:`svoe.replay.routing`: like a real
+exchange, every connection gets the streams it subscribed to, broadcast to all subscribers of a
+stream, and a stream nobody subscribes to is held at its position (exchanges whose subscriptions
+the replay cannot tell get each recorded connection served once, see there). One pump sends
+every stream in recorded order and waits for each socket to take a message, so a client that
+stops reading slows the others down: a test exchange, not a fair one. An exhausted connection
+stays open, idle.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextlib
 import logging
 import shutil
 import socket
-import ssl
 import tempfile
 import time
 import weakref
@@ -30,9 +32,11 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
-from svoe.replay.capture import PATH_ALIASES, Capture, RestIndex, WsStream, load_capture
+from svoe.replay.capture import PATH_ALIASES, Capture, RestIndex, load_capture
 from svoe.replay.faults import Faults
-from svoe.replay.sequencing import Sequencer, sequencer_for
+from svoe.replay.routing import NAMINGS, Lane, Router, split_lanes
+from svoe.replay.sequencing import Sequencer, loads_message, sequencer_for
+from svoe.replay.tls import given_tls, throwaway_tls
 
 LOG = logging.getLogger(__name__)
 
@@ -45,29 +49,13 @@ _PASS_LOG_SECONDS = 5.0
 
 
 @dataclass(eq=False)
-class _Cursor:
-    index: int
-    stream: WsStream
-    path: str
-    expects_subscribe: bool
-    position: int = 0
-    loop: int = 0
-    done: bool = False
-    owner: _Connection | None = None
-    sent: int = 0
-
-
-@dataclass(eq=False)
 class _Connection:
     number: int
     path: str
+    subscription: frozenset[str] | None
     ws: web.WebSocketResponse
-    accepted: float
     first_frame: asyncio.Event = field(default_factory=asyncio.Event)
-    ready: bool = False
     closed: bool = False
-    cursors: list[_Cursor] = field(default_factory=list)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     received: int = 0
     sent: int = 0
 
@@ -75,12 +63,15 @@ class _Connection:
 class ReplayServer:
     """Replays ``capture_dir``'s recording of ``exchange``.
 
-    speed: None sends as fast as the client reads; a number replays in real time times ``speed``.
+    speed: None sends as fast as the clients read; a number replays in real time times ``speed``
+      (a held stream's clock stops while it is held).
     loop: replay again and again, with sequence numbers rewritten so books stay consistent
       (supported where :mod:`svoe.replay.sequencing` knows the exchange; others are refused).
-    settle: seconds without a new connection before streaming starts; cryptofeed opens all its
-      connections at once and each resets shared book state when it subscribes, so streaming
-      waits until every connection has done so.
+    settle: seconds without a new connection before a connection's subscriptions take effect;
+      cryptofeed opens all its connections at once and each resets shared book state when it
+      subscribes, so streaming waits until every connection has done so.
+    clients: no subscription takes effect before this many connections were accepted, so that
+      replicas started one after the other all get their streams from the start.
     """
 
     def __init__(
@@ -94,9 +85,14 @@ class ReplayServer:
         *,
         settle: float = 0.25,
         faults: Faults | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        clients: int = 1,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be a positive number (or None for as fast as possible), got {speed!r}")
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither (a throw-away certificate)")
         self.capture: Capture = load_capture(capture_dir, exchange)
         if not self.capture.streams:
             raise ValueError(f"{exchange}: the capture in {capture_dir} has no websocket stream (EX.ws.N.0 files)")
@@ -106,15 +102,20 @@ class ReplayServer:
         self.host = host
         self.port = port
         self.settle = settle
+        if clients < 1:
+            raise ValueError(f"clients must be at least 1, got {clients}")
+        self.clients = clients
+        self._enough_clients = asyncio.Event()
+        self._cert = (cert_file, key_file) if cert_file and key_file else None
         self._sequencer: Sequencer = sequencer_for(self.capture, loop)
         self.faults = faults or Faults()
         if self.faults.drop_match is not None:
             self.faults.resolve([_text(m.data) for st in self.capture.streams for m in st.messages])
         self._rest = RestIndex(self.capture.http_answers, PATH_ALIASES.get(exchange))
-        self._cursors = [
-            _Cursor(i, s, s.path.split("?", 1)[0], bool(s.client_frames), done=not s.messages)
-            for i, s in enumerate(self.capture.streams)
-        ]
+        self._naming = NAMINGS.get(exchange)
+        self._lanes = split_lanes(self.capture.streams, self._naming, loads_message)
+        self._router = Router(self._lanes, loop=loop)
+        self._expects_subscribe = any(s.client_frames for s in self.capture.streams)
         first = [s.messages[0].timestamp for s in self.capture.streams if s.messages]
         last = [s.messages[-1].timestamp for s in self.capture.streams if s.messages]
         self._t0 = min(first) if first else 0.0
@@ -122,9 +123,10 @@ class ReplayServer:
         duration = (max(last) - self._t0) if last else 0.0
         # one average gap between passes, so a looped pass does not start on the last message's tick
         self._period = duration + (duration / count if count else 0.0) + 1e-3
-        self._wall0: float | None = None
-        self._connections: list[_Connection] = []
+        self._connections: dict[int, _Connection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakeup = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
         self._last_accept = 0.0
         self._numbering = 0
         self._runner: web.AppRunner | None = None
@@ -133,13 +135,14 @@ class ReplayServer:
         self._ca_file: Path | None = None
         self._bound_port: int | None = None
         self.exhausted = asyncio.Event()
-        self.sent = 0
+        self.sent = 0  # messages sent (once each, however many connections received them)
+        self.delivered = 0  # messages written to sockets, summed over connections
         self.rest_served = 0
         self.rest_missing = 0
         self.connections_accepted = 0
         self.loops_completed = 0
         self._last_pass_log = 0.0
-        if all(c.done for c in self._cursors):
+        if self._router.exhausted:
             self.exhausted.set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,7 +153,10 @@ class ReplayServer:
         self._tmpdir = Path(tempfile.mkdtemp(prefix="svoe-replay-"))
         # also removed at garbage collection / interpreter exit when stop() is never reached
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmpdir), True)
-        server_ctx, self._ca_file = _tls_material(self._tmpdir, self.host)
+        if self._cert is not None:
+            server_ctx, self._ca_file = given_tls(*self._cert), Path(self._cert[0])
+        else:
+            server_ctx, self._ca_file = throwaway_tls(self._tmpdir, self.host)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -162,20 +168,28 @@ class ReplayServer:
         self._bound_port = int(sock.getsockname()[1])
         site = web.SockSite(self._runner, sock, ssl_context=server_ctx)
         await site.start()
+        self._pump_task = asyncio.create_task(self._pump(), name="replay-pump")
         LOG.info(
-            "replay %s: serving %d stream(s), %d REST answer(s) on %s (speed=%s, loop=%s)",
+            "replay %s: serving %d stream(s) of %d recorded connection(s), %d REST answer(s) on %s "
+            "(speed=%s, loop=%s, routing=%s)",
             self.exchange,
-            len(self._cursors),
+            len(self._lanes),
+            len(self.capture.streams),
             len(self.capture.http_answers),
             self.ws_base,
             "max" if self.speed is None else self.speed,
             self.loop,
+            "by subscription" if self._naming else "each recorded connection once",
         )
 
     async def stop(self) -> None:
-        for conn in list(self._connections):
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump_task
+            self._pump_task = None
+        for conn in list(self._connections.values()):
             conn.closed = True
-            conn.wakeup.set()
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001, message=b"replay stopped")
         for task in list(self._tasks):
@@ -192,9 +206,9 @@ class ReplayServer:
     async def disconnect_clients(self, code: int = 1012) -> int:
         """Close every client websocket (as an exchange restart would); returns how many.
 
-        Unfinished streams resume on the client's next connection.
+        Their streams are held until the clients reconnect and subscribe again.
         """
-        conns = [c for c in self._connections if not c.closed]
+        conns = [c for c in self._connections.values() if not c.closed]
         for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=code, message=b"replay: disconnect requested")
@@ -237,32 +251,28 @@ class ReplayServer:
     @property
     def total_messages(self) -> int:
         """Messages in one pass over every captured stream."""
-        return sum(len(c.stream.messages) for c in self._cursors)
+        return sum(len(s.messages) for s in self.capture.streams)
 
     async def wait_exhausted(self, timeout: float | None = None) -> None:
-        """Until every stream has been sent once (never, when looping)."""
+        """Until every stream has been sent to its end once (never, when looping).
+
+        A held stream is not sent: with streams nobody subscribes to, this waits for a subscriber.
+        """
         await asyncio.wait_for(self.exhausted.wait(), timeout)
 
     def stats(self) -> dict[str, Any]:
         return {
             "exchange": self.exchange,
             "sent": self.sent,
+            "delivered": self.delivered,
             "total_per_pass": self.total_messages,
             "loops_completed": self.loops_completed,
             "exhausted": self.exhausted.is_set(),
             "connections_accepted": self.connections_accepted,
-            "connections_open": sum(1 for c in self._connections if not c.closed),
+            "connections_open": sum(1 for c in self._connections.values() if not c.closed),
             "rest_served": self.rest_served,
             "rest_missing": self.rest_missing,
-            "streams": {
-                c.stream.name: {
-                    "position": c.position,
-                    "loop": c.loop,
-                    "done": c.done,
-                    "owner": c.owner.number if c.owner else None,
-                }
-                for c in self._cursors
-            },
+            "streams": self._router.lane_stats(),
         }
 
     # ------------------------------------------------------------------ HTTP
@@ -274,7 +284,7 @@ class ReplayServer:
 
     def _rest_answer(self, request: web.Request) -> web.Response:
         query = parse_qsl(request.query_string, keep_blank_values=True)
-        answer, first_time = self._rest.lookup_with_state(request.path, query)
+        answer = self._rest.lookup(request.path, query)
         if answer is None:
             self.rest_missing += 1
             LOG.warning("replay %s: no captured REST answer for %s", self.exchange, request.path_qs)
@@ -282,11 +292,9 @@ class ReplayServer:
                 {"error": f"replay: no captured answer for {request.path_qs}", "captured": self._rest.paths()},
                 status=404,
             )
-        body = answer.body
-        # Recorded answers are served verbatim the first time (the reference counts depend on
-        # them); a looped replay or a resync after they ran out gets one fitted to the stream.
-        if self.loop or not first_time:
-            body = self._sequencer.fit_rest(request.path, dict(query), body)
+        # The sequencer fits book snapshots to the stream position of the client that asks; it
+        # answers the recorded body where that is consistent (the reference counts depend on it).
+        body = self._sequencer.fit_rest(request.path, dict(query), answer.body)
         self.rest_served += 1
         return web.Response(text=body, content_type="application/json", charset="utf-8")
 
@@ -299,25 +307,27 @@ class ReplayServer:
         loop = asyncio.get_running_loop()
         self._numbering += 1
         self.connections_accepted += 1
-        conn = _Connection(self._numbering, request.path, ws, loop.time())
-        self._last_accept = conn.accepted
-        self._connections.append(conn)
+        subscription = self._naming.subscription(request.query) if self._naming else None
+        conn = _Connection(self._numbering, request.path, subscription, ws)
+        self._last_accept = loop.time()
+        if self.connections_accepted >= self.clients:
+            self._enough_clients.set()
+        self._connections[conn.number] = conn
         LOG.info("replay %s: connection #%d on %s", self.exchange, conn.number, request.path_qs[:120])
         reader = asyncio.create_task(self._read_client(conn), name=f"replay-read-{conn.number}")
-        pump = asyncio.create_task(self._pump(conn), name=f"replay-pump-{conn.number}")
-        self._tasks.update((reader, pump))
+        joiner = asyncio.create_task(self._join(conn), name=f"replay-join-{conn.number}")
+        self._tasks.update((reader, joiner))
         try:
             await reader
         finally:
             conn.closed = True
-            conn.wakeup.set()
-            pump.cancel()
+            joiner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+                await joiner
             self._tasks.discard(reader)
-            self._tasks.discard(pump)
-            self._connections.remove(conn)
-            self._release(conn)
+            self._tasks.discard(joiner)
+            del self._connections[conn.number]
+            self._leave(conn)
             LOG.info("replay %s: connection #%d closed after %d message(s)", self.exchange, conn.number, conn.sent)
         return ws
 
@@ -330,97 +340,97 @@ class ReplayServer:
             elif msg.type == WSMsgType.ERROR:
                 break
 
-    async def _become_ready(self, conn: _Connection) -> None:
+    async def _join(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        expects_subscribe = any(c.expects_subscribe for c in self._cursors)
-        if expects_subscribe:
+        if self._expects_subscribe:
             await conn.first_frame.wait()
+        await self._enough_clients.wait()
         while (wait := self._last_accept + self.settle - loop.time()) > 0:
             await asyncio.sleep(wait)
-        conn.ready = True
-
-    def _assign(self) -> None:
-        ready = [c for c in self._connections if c.ready and not c.closed]
-        if not ready:
+        if conn.closed:
             return
-        for cursor in self._cursors:
-            if cursor.done or cursor.owner is not None:
-                continue
-            matching = [c for c in ready if c.path == cursor.path]
-            target = matching[0] if matching else ready[0]
-            cursor.owner = target
-            target.cursors.append(cursor)
-            self._sequencer.on_assigned(cursor.index)
-            target.wakeup.set()
-            LOG.info(
-                "replay %s: %s (%s) -> connection #%d%s",
-                self.exchange,
-                cursor.stream.name,
-                cursor.stream.path[:60],
-                target.number,
-                "" if matching else " (merged: no connection on the recorded path)",
-            )
+        self._joined(self._router.connect(conn.number, conn.path, conn.subscription, loop.time()), conn.number)
 
-    def _release(self, conn: _Connection) -> None:
-        released = [c for c in conn.cursors if not c.done]
-        for cursor in conn.cursors:
-            cursor.owner = None
-        conn.cursors.clear()
-        if released:
-            LOG.info(
-                "replay %s: connection #%d left %d stream(s) unfinished; the next connection resumes them",
-                self.exchange,
-                conn.number,
-                len(released),
-            )
-            self._assign()
+    def _leave(self, conn: _Connection) -> None:
+        handed = self._router.disconnect(conn.number, asyncio.get_running_loop().time())
+        self._joined(handed, None)
 
-    def _next_cursor(self, conn: _Connection) -> _Cursor | None:
-        best: _Cursor | None = None
-        best_ts = 0.0
-        for cursor in conn.cursors:
-            if cursor.done:
-                continue
-            ts = cursor.stream.messages[cursor.position].timestamp + cursor.loop * self._period
-            if best is None or ts < best_ts:
-                best, best_ts = cursor, ts
-        return best
+    def _joined(self, lanes: list[Lane], number: int | None) -> None:
+        for lane in lanes:
+            self._sequencer.on_joined(lane.stream_index, self._router.upcoming(lane))
+            LOG.debug("replay %s: %s -> %s", self.exchange, lane.label, self._router.receivers(lane))
+        if number is not None:
+            LOG.info("replay %s: connection #%d joined %d stream(s)", self.exchange, number, len(lanes))
+        self._wakeup.set()
 
-    async def _pump(self, conn: _Connection) -> None:
+    def _recorded_time(self, lane: Lane, message: int, loop: int) -> float:
+        return self.capture.streams[lane.stream_index].messages[message].timestamp + loop * self._period
+
+    async def _pump(self) -> None:
         try:
-            await self._stream_to(conn)
+            await self._stream()
         except asyncio.CancelledError:
             raise
         except Exception:
-            # a replay bug must not leave the client waiting on a silent socket
-            LOG.exception("replay %s: streaming to connection #%d failed; closing it", self.exchange, conn.number)
-            await conn.ws.close(code=1011, message=b"replay failure")
+            # a replay bug must not leave the clients waiting on silent sockets
+            LOG.exception("replay %s: streaming failed; closing every connection", self.exchange)
+            for conn in list(self._connections.values()):
+                with contextlib.suppress(Exception):
+                    await conn.ws.close(code=1011, message=b"replay failure")
 
-    async def _stream_to(self, conn: _Connection) -> None:
-        await self._become_ready(conn)
-        self._assign()
+    async def _stream(self) -> None:
         loop = asyncio.get_running_loop()
         burst = 0
-        while not conn.closed:
-            cursor = self._next_cursor(conn)
-            if cursor is None:
-                conn.wakeup.clear()
-                await conn.wakeup.wait()
+        while True:
+            lane = self._router.next_lane(self._recorded_time)
+            if lane is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
-            message = cursor.stream.messages[cursor.position]
-            if self.speed is not None:
-                now = loop.time()
-                if self._wall0 is None:
-                    self._wall0 = now
-                due = self._wall0 + (message.timestamp + cursor.loop * self._period - self._t0) / self.speed
-                if due > now:
-                    await asyncio.sleep(due - now)
+            index, pass_ = self._router.head(lane)
+            message = self.capture.streams[lane.stream_index].messages[index]
+            if self.speed is not None and self._router.wall0 is not None:
+                due = (
+                    self._router.wall0
+                    + self._router.offset(lane)
+                    + (self._recorded_time(lane, index, pass_) - self._t0) / self.speed
+                )
+                if due > loop.time():
+                    self._wakeup.clear()
+                    # a subscriber that comes or goes meanwhile may change what is due first
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), due - loop.time())
                     burst = 0
-                    if conn.closed or cursor.owner is not conn:
-                        continue
-            data = self._sequencer.rewrite(cursor.index, cursor.position, cursor.loop, message)
+                    continue
+            data = self._sequencer.rewrite(lane.stream_index, index, pass_, message)
             if self.faults.drop_match is not None and self.faults.drops(_text(data)):
-                self._advance(cursor)  # never sent, as if lost on the way
+                self._advance(lane, sent=False)  # never sent, as if lost on the way
+                continue
+            receivers = await self._send(lane, data)
+            if not receivers:
+                continue  # every subscriber went away: the lane is held, the message with it
+            self._sequencer.on_sent(lane.stream_index, index, pass_)
+            self.sent += 1
+            self._advance(lane, sent=True)
+            if self.faults.closes(self.sent):
+                for conn in receivers:
+                    LOG.info(
+                        "replay %s: closing connection #%d after message %d (fault)",
+                        self.exchange,
+                        conn.number,
+                        self.sent,
+                    )
+                    await conn.ws.close(code=1012, message=b"replay fault: connection closed")
+            burst += 1
+            if burst >= _YIELD_EVERY:
+                burst = 0
+                await asyncio.sleep(0)
+
+    async def _send(self, lane: Lane, data: str | bytes) -> list[_Connection]:
+        took: list[_Connection] = []
+        for number in self._router.receivers(lane):
+            conn = self._connections.get(number)
+            if conn is None or conn.closed:
                 continue
             try:
                 if isinstance(data, bytes):
@@ -428,33 +438,21 @@ class ReplayServer:
                 else:
                     await conn.ws.send_str(data)
             except (ConnectionError, RuntimeError) as exc:
-                # the client went away; the reader notices and the stream is handed on
+                # the client went away: its streams are held (or handed on) now, not when the reader notices
                 LOG.debug("replay %s: send on #%d failed: %s", self.exchange, conn.number, exc)
-                return
-            self._sequencer.on_sent(cursor.index, cursor.position, cursor.loop)
+                conn.closed = True
+                self._leave(conn)
+                continue
             conn.sent += 1
-            cursor.sent += 1
-            self.sent += 1
-            self._advance(cursor)
-            if self.faults.closes(self.sent):
-                LOG.info(
-                    "replay %s: closing connection #%d after message %d (fault)", self.exchange, conn.number, self.sent
-                )
-                await conn.ws.close(code=1012, message=b"replay fault: connection closed")
-                return
-            burst += 1
-            if burst >= _YIELD_EVERY:
-                burst = 0
-                await asyncio.sleep(0)
+            self.delivered += 1
+            took.append(conn)
+        return took
 
-    def _advance(self, cursor: _Cursor) -> None:
-        cursor.position += 1
-        if cursor.position < len(cursor.stream.messages):
+    def _advance(self, lane: Lane, sent: bool) -> None:
+        if not self._router.advance(lane, sent):
             return
         if self.loop:
-            cursor.position = 0
-            cursor.loop += 1
-            completed = min(c.loop for c in self._cursors if c.stream.messages)
+            completed = self._router.loops_completed
             if completed > self.loops_completed:
                 self.loops_completed = completed
                 # a fast loop completes hundreds of passes a second: log a few, not all
@@ -463,31 +461,11 @@ class ReplayServer:
                     self._last_pass_log = now
                     LOG.info("replay %s: pass %d complete (%d messages sent)", self.exchange, completed, self.sent)
             return
-        cursor.done = True
-        LOG.info("replay %s: %s exhausted after %d message(s)", self.exchange, cursor.stream.name, cursor.sent)
-        if all(c.done for c in self._cursors):
+        LOG.debug("replay %s: %s exhausted", self.exchange, lane.label)
+        if self._router.exhausted:
             LOG.info("replay %s: every stream sent (%d messages)", self.exchange, self.sent)
             self.exhausted.set()
 
 
 def _text(data: str | bytes) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", "replace")
-
-
-def _tls_material(directory: Path, host: str) -> tuple[ssl.SSLContext, Path]:
-    """A throw-away CA and a server certificate for ``host`` (and localhost/loopback)."""
-    try:
-        import trustme
-    except ImportError as exc:  # trustme is a dev dependency: the replay is a test and benchmark tool
-        raise RuntimeError(
-            "the replay server needs trustme for its throw-away certificate: uv sync --group dev"
-        ) from exc
-
-    ca = trustme.CA(organization_name="svoe replay")
-    names = list(dict.fromkeys([host, "localhost", "127.0.0.1", "::1"]))
-    cert = ca.issue_cert(*names)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    ca_file = directory / "replay-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    return ctx, ca_file
