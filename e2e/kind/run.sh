@@ -78,10 +78,8 @@ cert.cert_chain_pems[0].write_to_path(f"{work}/tls.crt")
 cert.private_key_pem.write_to_path(f"{work}/tls.key")
 EOF
 docker build --target operator -t svoe-operator:e2e .
-docker build --target feedpod -t svoe-feedpod:base .
-mkdir -p "$WORK/feedpod" "$WORK/exchange/captures"
-cp "$WORK/exchange-ca.pem" "$WORK/feedpod/"
-docker build -f "$HERE/feedpod-e2e.Dockerfile" --build-arg NAMESPACE="$NS" -t svoe-feedpod:e2e "$WORK/feedpod"
+docker build --target feedpod -t svoe-feedpod:e2e .
+mkdir -p "$WORK/exchange/captures"
 cp "$CAPTURES/README.md" "$CAPTURES/$EXCHANGE".* "$WORK/exchange/captures/"
 docker build -f "$HERE/exchange.Dockerfile" -t svoe-e2e-exchange:e2e "$WORK/exchange"
 MINIO_IMAGE=$(sed -n 's/^ *image: *\(.*minio.*\)$/\1/p' "$HERE/manifests/minio.yaml" | head -1)
@@ -97,6 +95,8 @@ k wait --for=condition=complete job/create-bucket --timeout=180s
 
 step "4. replay exchange"
 k create secret tls exchange-tls --cert="$WORK/tls.crt" --key="$WORK/tls.key" --dry-run=client -o yaml | k apply -f -
+# The CA the feed pods trust for it: the operator mounts this ConfigMap (values.yaml feedCaConfigMap).
+k create configmap exchange-ca --from-file=ca.crt="$WORK/exchange-ca.pem" --dry-run=client -o yaml | k apply -f -
 k apply -f "$HERE/manifests/exchange.yaml"
 k rollout status deploy/exchange --timeout=180s
 
@@ -120,6 +120,8 @@ print(json.dumps({c: n for c, n in reference_counts(sys.argv[1])[sys.argv[2]].it
 lake_totals() {
     k delete pod lake-stats --ignore-not-found --wait=true >/dev/null
     k run lake-stats --image=svoe-feedpod:e2e --image-pull-policy=Never --restart=Never --quiet \
+        --env=AWS_ENDPOINT_URL="http://minio.$NS.svc:9000" --env=AWS_ACCESS_KEY_ID=svoe-e2e \
+        --env=AWS_SECRET_ACCESS_KEY=svoe-e2e-secret --env=AWS_DEFAULT_REGION=us-east-1 \
         --command -- svoe lake stats s3://svoe-e2e/kind --json >/dev/null
     k wait --for=jsonpath='{.status.phase}'=Succeeded pod/lake-stats --timeout=120s >/dev/null
     k logs lake-stats | "$PY" -c "

@@ -15,8 +15,8 @@ import pytest
 
 from e2e.local.harness import (
     BUCKET,
+    CA_CONFIGMAP,
     CAPTURES,
-    EXCHANGE_CA,
     ROOT,
     Exchange,
     Kubectl,
@@ -69,7 +69,8 @@ def moto(workdir: Path) -> Iterator[MotoServer]:
 def operator(kube: KubeEmulator, kubectl: Kubectl, workdir: Path) -> Iterator[OperatorProcess]:
     logs = workdir / "operator"
     logs.mkdir()
-    op = OperatorProcess(kube, logs)
+    # Health read every second, so that the scenarios see it in the status and in kubectl.
+    op = OperatorProcess(kube, logs, SVOE_HEALTH_INTERVAL_SECONDS="1", SVOE_FEED_CA_CONFIGMAP=CA_CONFIGMAP)
     op.start()
     yield op
     op.stop()
@@ -81,7 +82,6 @@ def runner(kube: KubeEmulator, moto: MotoServer, workdir: Path) -> Iterator[PodR
         kube,
         workdir / "pods",
         node_env=moto.env,
-        image_files={EXCHANGE_CA: workdir / "image" / "exchange-ca.pem"},
         node_labels=NODE_LABELS,
         node_taints=NODE_TAINTS,
     )
@@ -91,12 +91,13 @@ def runner(kube: KubeEmulator, moto: MotoServer, workdir: Path) -> Iterator[PodR
 
 
 @pytest.fixture(scope="session")
-def exchanges(workdir: Path) -> Iterator[Callable[[float], Exchange]]:
-    """Start a fresh exchange (a new replay: every captured stream from the start) at a speed."""
+def exchanges(kube: KubeEmulator) -> Iterator[Callable[..., Exchange]]:
+    """Start a fresh exchange (a new replay: every captured stream from the start) at a speed;
+    with `clients`, nothing streams before that many connections have come."""
     started: list[Exchange] = []
 
-    def start(speed: float) -> Exchange:
-        ex = start_exchange(speed, workdir / "image" / "exchange-ca.pem")
+    def start(speed: float, clients: int = 1) -> Exchange:
+        ex = start_exchange(kube, speed, clients)
         started.append(ex)
         return ex
 

@@ -31,8 +31,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from e2e.local.pod_runner import PodSandbox
 from svoe.net import free_port
+from svoe.operator.render import FEED_CA_FILE
 from svoe.replay import ReplayServer, capture_subscription, reference_counts
-from svoe.testing.kube import PODS, KubeEmulator
+from svoe.testing.kube import CONFIGMAPS, PODS, KubeEmulator
 from svoe.testing.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +41,10 @@ CAPTURES = Path(os.environ.get("SVOE_CAPTURES", ROOT.parent / "shared" / "captur
 EXCHANGE = "BINANCE_FUTURES"  # every captured symbol has every channel: each pod gets traffic
 NAMESPACE = "e2e"
 BUCKET = "svoe-e2e"
-# Where the exchange's CA is in the feed pods: the operator mounts no CA, so the e2e image carries
-# it (kind: a derived image; here: an image file of the PodRunner).
-EXCHANGE_CA = "/etc/ssl/svoe-e2e/exchange-ca.pem"
+# The exchange's CA reaches the feed pods as the operator's CA ConfigMap (SVOE_FEED_CA_CONFIGMAP),
+# mounted at FEED_CA_FILE, as in a user's cluster (and in the kind e2e).
+CA_CONFIGMAP = "exchange-ca"
+EXCHANGE_CA = FEED_CA_FILE
 SVOE = [str(Path(sys.executable).parent / "svoe")]
 KUBECTL = shutil.which("kubectl")
 
@@ -152,8 +154,8 @@ class Exchange:
     """The replay exchange (`ReplayServer`, as `svoe replay serve` runs it) on its own event loop
     thread, so that the tests can read what it sent and what it still holds."""
 
-    def __init__(self, speed: float) -> None:
-        self.server = ReplayServer(str(CAPTURES), EXCHANGE, speed=speed)
+    def __init__(self, speed: float, clients: int = 1) -> None:
+        self.server = ReplayServer(str(CAPTURES), EXCHANGE, speed=speed, clients=clients)
         self.total = self.server.total_messages  # messages in the capture's websocket streams
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="replay-exchange", daemon=True)
@@ -180,10 +182,18 @@ class Exchange:
         self._thread.join(20)
 
 
-def start_exchange(speed: float, ca_target: Path) -> Exchange:
-    ex = Exchange(speed)
-    ca_target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ex.server.ca_file, ca_target)
+def start_exchange(kube: KubeEmulator, speed: float, clients: int = 1) -> Exchange:
+    """A fresh replay, and its CA in the operator's CA ConfigMap for the pods started after this."""
+    ex = Exchange(speed, clients)
+    data = {"ca.crt": Path(ex.server.ca_file).read_text()}
+    if kube.try_get(CONFIGMAPS, NAMESPACE, CA_CONFIGMAP) is None:
+        kube.create(
+            CONFIGMAPS,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CA_CONFIGMAP}, "data": data},
+            NAMESPACE,
+        )
+    else:
+        kube.patch(CONFIGMAPS, NAMESPACE, CA_CONFIGMAP, {"data": data})
     return ex
 
 
@@ -237,19 +247,26 @@ def datafeed(name: str, symbols: list[str], exchange: Exchange, lake: str, **sto
 # -- reading results ------------------------------------------------------------------------------------
 
 
-def lake_counts(url: str, env: Mapping[str, str]) -> Counts:
-    """`svoe lake stats URL --json` for the e2e's exchange: channel -> symbol -> events."""
+def svoe_json(*args: str, env: Mapping[str, str]) -> Any:
+    """`svoe ARGS --json`, parsed; an AssertionError with its stderr if it fails."""
     res = subprocess.run(
-        [*SVOE, "lake", "stats", url, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
+        [*SVOE, *args, "--json"], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
     )
     if res.returncode != 0:
-        raise AssertionError(f"svoe lake stats {url} failed: {res.stderr[-2000:]}")
-    counts: dict[str, Counts] = json.loads(res.stdout)
+        raise AssertionError(f"svoe {' '.join(args[:2])} failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
+
+
+def lake_counts(url: str, env: Mapping[str, str], raw: bool = False) -> Counts:
+    """`svoe lake stats URL --json` for the e2e's exchange: channel -> symbol -> events (rows: raw)."""
+    counts: dict[str, Counts] = svoe_json("lake", "stats", url, *(["--raw"] if raw else []), env=env)
     return counts.get(EXCHANGE, {})
+
+
+def view_snapshots(url: str, env: Mapping[str, str]) -> dict[str, int]:
+    """l2_book snapshot rows per symbol in the exactly-once view (`svoe lake sql`)."""
+    query = f"SELECT symbol, count(*) AS n FROM l2_book WHERE snapshot AND exchange = '{EXCHANGE}' GROUP BY symbol"
+    return {row["symbol"]: int(row["n"]) for row in svoe_json("lake", "sql", url, query, env=env)}
 
 
 def totals(counts: Counts) -> dict[str, int]:

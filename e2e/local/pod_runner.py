@@ -21,7 +21,8 @@ and each mapping is documented here and in e2e/README.md:
   `localhost:PORT` rewritten. Two rewrites are svoe-specific, because the port is a default of the
   program rather than a value in the pod spec: a container whose command is `svoe` gets
   `--health-host 127.0.0.1 --health-port <mapped port of its HTTP probes>` appended, and a DataFeed
-  manifest in a ConfigMap gets `spec.live.port` mapped.
+  manifest in a ConfigMap gets `spec.live.port` mapped. The emulator's pod proxy (how the
+  operator reads a collector's /stats) asks the runner where a pod's port listens (`address`).
 - Environment: the container's env (values and `fieldRef` metadata.name/namespace), over what the
   image sets (PATH with this virtualenv's bin first, XDG_CACHE_HOME=/tmp/cache, PYTHONUNBUFFERED=1),
   plus `node_env`: what the node or an admission webhook would inject (the e2e injects the
@@ -36,6 +37,9 @@ and each mapping is documented here and in e2e/README.md:
   then SIGTERM; whatever still runs when terminationGracePeriodSeconds is over gets SIGKILL (its
   whole process group). Once all processes have exited, the final containerStatuses are reported and
   the pod is deleted with gracePeriodSeconds=0, which removes it from the API.
+
+Faults: `lose_node(sandbox)` does what losing the node does to a pod: SIGKILL to every process,
+its volumes deleted, and the pod reported Failed (NodeLost); deleting it then removes it at once.
 
 Not emulated (the tests do not rely on it): restarts (restartPolicy; an exited container stays
 exited and is recorded in `failures`), liveness probes, resource limits and the read-only root
@@ -187,6 +191,7 @@ class PodSandbox:
     pending_reason: str | None = None
     ready: bool = False
     terminating: bool = False
+    lost: bool = False  # its node was lost (`PodRunner.lose_node`)
     deleted: bool = False  # gone from the API (deleted by the runner after its processes exited)
     grace_seconds: float | None = None
     start_time: str | None = None
@@ -225,6 +230,7 @@ class PodRunner:
         self.node_env = dict(node_env or {})
         self.image_files = dict(image_files or {})
         self.node_labels = dict(node_labels or {})
+        self.node_name = self.node_labels.get("kubernetes.io/hostname", "e2e-node")
         self.node_taints = list(node_taints)
         self.probe_interval = probe_interval
         self.sandboxes: dict[str, PodSandbox] = {}  # by uid
@@ -235,7 +241,32 @@ class PodRunner:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        # The API server's pod proxy reaches a pod's port where this node maps it.
+        self.kube.call(lambda s: setattr(s, "pod_address", self.address))
         self._spawn(self._watch, "pod-runner-watch")
+
+    def address(self, namespace: str | None, name: str, port: int) -> tuple[str, int] | None:
+        live = [
+            sb for sb in self.pods() if (sb.namespace, sb.name) == (namespace, name) and not (sb.deleted or sb.lost)
+        ]
+        return ("127.0.0.1", live[-1].ports[port]) if live and port in live[-1].ports else None
+
+    def lose_node(self, sb: PodSandbox) -> None:
+        """What losing the node does to a pod on it: every process dies at once (SIGKILL, no preStop,
+        no drain), the emptyDirs are gone with the disk (Redis' AOF too), and the node lifecycle
+        controller reports the pod Failed, reason NodeLost. Deleting it afterwards removes it at once,
+        as the pod garbage collector does for pods of a node that is gone."""
+        sb.lost = True  # first: the probe loop must not count the deaths as container failures
+        sb.note("node lost")
+        for c in sb.containers.values():
+            self._kill(c)
+        for c in sb.containers.values():
+            self._wait_or_kill(c, time.monotonic() + 10)
+        for volume in sb.volumes.values():
+            shutil.rmtree(volume, ignore_errors=True)
+        message = f"Node {self.node_name} which was running pod {sb.name} is unresponsive"
+        status = {"phase": "Failed", "reason": "NodeLost", "message": message}
+        self._patch_status(sb, {**status, "conditions": [_condition("Ready", False, "NodeLost", message)]})
 
     def stop(self) -> None:
         """Tear down: stop every pod still running (SIGTERM, then SIGKILL after 20s)."""
@@ -462,7 +493,7 @@ class PodRunner:
     # -- probes and status ---------------------------------------------------------------------------
 
     def _probe_loop(self, sb: PodSandbox) -> None:
-        while not sb.terminating and not self._stop.is_set():
+        while not sb.terminating and not sb.lost and not self._stop.is_set():
             changed = False
             for c in sb.containers.values():
                 if not c.running:
@@ -484,7 +515,7 @@ class PodRunner:
                 if ready != c.ready:
                     c.ready, changed = ready, True
             pod_ready = all(c.ready for c in sb.containers.values())
-            if sb.terminating:
+            if sb.terminating or sb.lost:
                 break
             if pod_ready != sb.ready or changed:
                 sb.ready = pod_ready
@@ -521,6 +552,8 @@ class PodRunner:
         )
 
     def _report(self, sb: PodSandbox) -> None:
+        if sb.lost:
+            return  # a lost node's kubelet reports nothing; the NodeLost status stands
         now = now_rfc3339()
         statuses = []
         for c in sb.containers.values():

@@ -14,28 +14,24 @@ Two scenarios, each against a fresh replay:
    SIGTERM. The lake then holds exactly the README's reference counts, and exactly what each pod's
    collector counted.
 
-2. rollout (SUSHI, AKRO | KEEP, then KEEP is replaced by CTK while the replay runs): shard 1 gets a
-   new pod next to the old one, the old one is deleted only after the new one is Ready, shard 0's
-   pod is never touched.
+2. rollout ({0: S0 S1, 1: S2}; a quarter into the capture the symbols become S0, S1, S3 with one
+   symbol per pod, so {0: S0, 1: S1, 2: S3}): S0 stays (its shard rolls), S1 moves from shard 0
+   to shard 1, S2 goes, S3 comes. Every changed shard gets its new pod next to the old one, and
+   an old pod goes only when its replacement is Ready and every symbol it collected has a Ready
+   collector again: shard 0's old pod waits for shard 1's new pod, S1's new home.
 
 What "exact" means in the rollout. The replay broadcasts each stream to every connection
-subscribed to it, and holds a stream (its position does not advance) while nobody subscribes. So:
-- symbols that stayed (SUSHI, AKRO, in the shard that did not change): their pod ran throughout,
-  and their lake counts equal scenario 1's per (channel, symbol), exactly;
-- the symbol that came (CTK): nobody had subscribed to its streams, so the replay held them; its
-  new pod received them whole, and its counts equal scenario 1's too;
-- the symbol that went (KEEP): its old pod collected until it was deleted, mid-stream; what it
-  collected is in the lake, all of it (equal to its collector's own final count), and for the
-  channels where one message is one event, what the replay sent of it == what the lake holds,
-  and that + what the replay still holds == scenario 1.
-A symbol that moves from an old pod to its replacement would reach both pods during the
-make-before-break overlap, and the lake's exactly-once view merges the two copies; this scenario
-has none (shard 1 holds one symbol). e2e/README.md says more.
+subscribed to it, and holds a stream (its position does not advance) while nobody subscribes. An
+old pod and its replacement both receive a symbol during the overlap, and the lake's exactly-once
+view merges the copies. So, for S0, S1 and S3, the view holds scenario 1's counts per (channel,
+symbol) exactly, but for one thing: a collector that joins a book mid-stream stores its own
+snapshot first (docs/lake-schema.md), one more l2_book row each for S0 and S1. S2's old pod
+collected until it was deleted, mid-stream: the lake holds exactly what it collected, and what the
+replay sent of it + what the replay still holds == scenario 1, channel by channel.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,70 +57,22 @@ from e2e.local.harness import (
     reference,
     stream_names,
     totals,
+    view_snapshots,
 )
 from e2e.local.pod_runner import PodRunner, PodSandbox, describe
+from e2e.local.steps import (
+    DRAIN_TIMEOUT,
+    FLUSH_SECONDS,
+    READY_TIMEOUT,
+    delete_and_wait,
+    feed_pods,
+    pods_by_shard,
+    wait_collected,
+    wait_ready,
+)
 from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
 from svoe.testing.waiting import wait_for
 from tests.operator.conftest import OperatorProcess
-
-FLUSH_SECONDS = 600.0  # nothing is flushed on time: every row reaches the lake through a drain
-READY_TIMEOUT = 120.0  # a loaded 2-core CI machine has taken over 60 s to get a rollout's pods Ready
-DRAIN_TIMEOUT = 90.0
-
-
-def feed_pods(kube: KubeEmulator, name: str) -> list[dict[str, Any]]:
-    return kube.list(PODS, NAMESPACE, f"svoe.io/datafeed={name}")
-
-
-def wait_ready(kube: KubeEmulator, kubectl: Kubectl, name: str, shards: int) -> dict[str, str]:
-    """Until `shards` pods of the DataFeed are Ready and `kubectl get df` says READY True."""
-    wait_for(
-        lambda: len([p for p in feed_pods(kube, name) if is_ready(p) and not is_deleting(p)]) == shards,
-        READY_TIMEOUT,
-        f"{shards} Ready pods of {name}",
-    )
-
-    def ready_row() -> dict[str, str] | None:
-        row = kubectl.get_df().get(name)
-        return row if row is not None and row.get("READY") == "True" else None
-
-    return wait_for(ready_row, READY_TIMEOUT, f"kubectl get df to show {name} READY True")
-
-
-def wait_collected(ex: Exchange, pods: list[PodSandbox], held_ok: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Until the replay has sent every stream but `held_ok` to its end, and the collectors' counts
-    have stopped moving (they have handled what they received)."""
-
-    def all_sent() -> dict[str, Any] | None:
-        s = ex.stats()
-        return s if all(st["done"] or name in held_ok for name, st in s["streams"].items()) else None
-
-    stats = wait_for(all_sent, 120, "the whole capture to be sent")
-    last: list[Counts] = []
-    quiet_since = time.monotonic()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        now = [collected(p) for p in pods]
-        if now != last:
-            last, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= 1.5:
-            return stats
-        time.sleep(0.25)
-    raise TimeoutError("the collectors' counts kept changing")
-
-
-def delete_and_wait(kube: KubeEmulator, kubectl: Kubectl, runner: PodRunner, name: str) -> float:
-    """`kubectl delete df NAME`; then until every pod's processes have exited and the pods are gone."""
-    started = time.monotonic()
-    out = kubectl("delete", "df", name).stdout
-    assert f'datafeed.svoe.io "{name}" deleted' in out, out
-    wait_for(
-        lambda: not feed_pods(kube, name) and all(sb.deleted for sb in runner.pods(f"{name}-")),
-        DRAIN_TIMEOUT,
-        f"the pods of {name} to drain and go",
-    )
-    return started
-
 
 # -- scenario 1: reference -------------------------------------------------------------------------
 
@@ -233,21 +181,20 @@ def sb_symbols(sb: PodSandbox) -> list[str]:
 
 @dataclass
 class RolloutRun:
-    stayed: list[str]
-    removed: str
-    added: str
-    stable: PodSandbox  # shard 0, never touched
-    old: PodSandbox  # shard 1 before the edit
-    new: PodSandbox  # shard 1 after the edit
+    stayed: str  # S0: listed before and after; its shard rolls (it loses S1)
+    moved: str  # S1: shard 0 -> shard 1
+    removed: str  # S2: shard 1's only symbol before
+    added: str  # S3: shard 2 after
+    old: dict[int, PodSandbox]  # shard -> its pod before the edit
+    new: dict[int, PodSandbox]  # shard -> its pod after the edit
     sent_at_edit: int  # messages the replay had sent when the DataFeed was edited
     total: int
     df_row: dict[str, str]
-    rv_new_ready: int | None
-    rv_old_deleting: int | None
-    lake_before_delete: Counts
+    rv_ready: dict[str, int | None]  # pod -> resourceVersion at which the API first showed it Ready
+    rv_deleting: dict[str, int | None]  # pod -> ... first showed its deletionTimestamp
     lake: Counts
+    snapshots: dict[str, int]  # symbol -> l2_book snapshot rows in the exactly-once view
     exchange: dict[str, Any]  # the replay's stats at the end
-    deleted_at: float
     pods_seen: list[str]
 
 
@@ -262,49 +209,45 @@ def rollout_run(
     reference_run: ReferenceRun,
 ) -> RolloutRun:
     ex: Exchange = exchanges(1.2)  # the capture lasts 25s: room for a rollout mid-stream
-    _, symbols = capture_symbols()
-    stayed, removed, added = symbols[:2], symbols[2], symbols[3]
+    _, (s0, s1, s2, s3) = capture_symbols()
     name, url = "rollout", f"s3://{BUCKET}/rollout"
-    doc = datafeed(name, [*stayed, removed], ex, url, flushIntervalSeconds=FLUSH_SECONDS)
+    doc = datafeed(name, [s0, s1, s2], ex, url, flushIntervalSeconds=FLUSH_SECONDS)  # {0: S0 S1, 1: S2}
     assert "datafeed.svoe.io/rollout created" in kubectl.apply(doc)
     wait_ready(kube, kubectl, name, shards=2)
-    by_shard = {p["metadata"]["labels"]["svoe.io/shard"]: p["metadata"]["name"] for p in feed_pods(kube, name)}
-    stable, old = runner.by_name(by_shard["0"]), runner.by_name(by_shard["1"])
-    # Let the old pod collect a good part of its symbol's streams before it is replaced.
+    old = {
+        int(p["metadata"]["labels"]["svoe.io/shard"]): runner.by_name(p["metadata"]["name"])
+        for p in feed_pods(kube, name)
+    }
+    # Let the old pods collect a good part of the streams before they are replaced.
     wait_for(lambda: ex.stats()["sent"] >= ex.total // 4, 60, "a quarter of the capture to be sent")
 
     sent_at_edit = ex.stats()["sent"]
-    doc["spec"]["symbols"] = [*stayed, added]
+    # One symbol per pod now: S0 stays in shard 0, S1 overflows to shard 1 (whose S2 is gone),
+    # S3 comes into shard 2. Every shard rolls; S1 moves.
+    doc["spec"]["symbols"] = [s0, s1, s3]
+    doc["spec"]["sharding"]["maxSymbolsPerPod"] = 1
     assert "datafeed.svoe.io/rollout configured" in kubectl.apply(doc)
-
-    def new_pod() -> str | None:
-        names = [p["metadata"]["name"] for p in feed_pods(kube, name)]
-        return next((n for n in names if n not in by_shard.values()), None)
-
-    new_name = wait_for(new_pod, READY_TIMEOUT, "the new pod of shard 1")
-    wait_for(lambda: old.deleted, READY_TIMEOUT + DRAIN_TIMEOUT, "the old pod of shard 1 to be replaced")
-    row = wait_ready(kube, kubectl, name, shards=2)
-    new = runner.by_name(new_name)
-    removed_streams = frozenset(stream_names(removed).values())
-    wait_collected(ex, [stable, new], held_ok=removed_streams)
-    before = lake_counts(url, moto.env)
-    deleted_at = delete_and_wait(kube, kubectl, runner, name)
+    wait_for(lambda: all(sb.deleted for sb in old.values()), 2 * READY_TIMEOUT + DRAIN_TIMEOUT, "the old pods to go")
+    row = wait_ready(kube, kubectl, name, shards=3)
+    new = pods_by_shard(kube, runner, name)
+    wait_collected(ex, list(new.values()), held_ok=frozenset(stream_names(s2).values()))
+    delete_and_wait(kube, kubectl, runner, name)
+    pods = [*old.values(), *new.values()]
     return RolloutRun(
-        stayed=stayed,
-        removed=removed,
-        added=added,
-        stable=stable,
+        stayed=s0,
+        moved=s1,
+        removed=s2,
+        added=s3,
         old=old,
         new=new,
         sent_at_edit=sent_at_edit,
         total=ex.total,
         df_row=row,
-        rv_new_ready=first_rv(kube, new_name, is_ready),
-        rv_old_deleting=first_rv(kube, old.name, is_deleting),
-        lake_before_delete=before,
+        rv_ready={sb.name: first_rv(kube, sb.name, is_ready) for sb in pods},
+        rv_deleting={sb.name: first_rv(kube, sb.name, is_deleting) for sb in pods},
         lake=lake_counts(url, moto.env),
+        snapshots=view_snapshots(url, moto.env),
         exchange=ex.stats(),
-        deleted_at=deleted_at,
         pods_seen=sorted(sb.name for sb in runner.pods(f"{name}-")),
     )
 
@@ -314,46 +257,46 @@ def test_the_edit_came_mid_stream(rollout_run: RolloutRun) -> None:
     assert 0 < rollout_run.sent_at_edit < rollout_run.total
 
 
-def test_only_the_edited_shard_rolls(kube: KubeEmulator, rollout_run: RolloutRun) -> None:
+def test_every_changed_shard_rolls_make_before_break(rollout_run: RolloutRun) -> None:
     r = rollout_run
-    assert r.pods_seen == sorted([r.stable.name, r.old.name, r.new.name])
-    assert r.new.name.startswith("rollout-1-") and r.old.name.startswith("rollout-1-")
-    assert r.stable.name.startswith("rollout-0-")
-    # Shard 0's pod ran from before the edit until the DataFeed was deleted, untouched.
-    stable_terminating = r.stable.at("terminating")
-    assert stable_terminating is not None and stable_terminating >= r.deleted_at, describe(r.stable)
-    assert first_rv(kube, r.stable.name, is_deleting) is not None
-    assert r.df_row["READY"] == "True" and (r.df_row["SYMBOLS"], r.df_row["SHARDS"]) == ("3", "2")
+    assert r.pods_seen == sorted(sb.name for sb in [*r.old.values(), *r.new.values()])
+    assert sorted(r.old) == [0, 1] and sorted(r.new) == [0, 1, 2]
+    assert sb_symbols(r.new[0]) == [r.stayed] and sb_symbols(r.new[1]) == [r.moved]
+    assert sb_symbols(r.new[2]) == [r.added]
+    for shard, old in r.old.items():
+        ready, deleting = r.rv_ready[r.new[shard].name], r.rv_deleting[old.name]
+        assert ready is not None and deleting is not None and ready < deleting, f"shard {shard}"
+        assert {n: c.exit_code for n, c in old.containers.items()} == {"redis": 0, "collector": 0, "aggregator": 0}
+    assert r.df_row["READY"] == "True" and (r.df_row["SYMBOLS"], r.df_row["SHARDS"]) == ("3", "3")
 
 
-def test_rollout_is_make_before_break(rollout_run: RolloutRun) -> None:
+def test_the_moved_symbol_keeps_its_old_pod_until_its_new_pod_is_ready(rollout_run: RolloutRun) -> None:
     r = rollout_run
-    assert r.rv_new_ready is not None and r.rv_old_deleting is not None
-    assert r.rv_new_ready < r.rv_old_deleting, "the old pod was deleted before its replacement was Ready"
-    new_ready, old_stopping = r.new.at("ready"), r.old.at("terminating")
-    assert new_ready is not None and old_stopping is not None and new_ready < old_stopping
-    assert {n: c.exit_code for n, c in r.old.containers.items()} == {"redis": 0, "collector": 0, "aggregator": 0}
+    # Shard 0's old pod was the only collector of S1 until shard 1's new pod was Ready.
+    ready, deleting = r.rv_ready[r.new[1].name], r.rv_deleting[r.old[0].name]
+    assert ready is not None and deleting is not None and ready < deleting
 
 
-def test_counts_stay_exact_for_the_symbols_that_stayed(rollout_run: RolloutRun, reference_run: ReferenceRun) -> None:
+def test_the_view_holds_the_reference_counts_for_every_symbol_that_is_listed(
+    rollout_run: RolloutRun, reference_run: ReferenceRun
+) -> None:
     r = rollout_run
-    stayed = of_symbols(r.lake, set(r.stayed))
-    assert stayed == of_symbols(reference_run.lake, set(r.stayed))
-    assert stayed == collected(r.stable)
+    ref = reference_run.lake
+    # Joined mid-stream, a collector stores a book snapshot of its own (docs/lake-schema.md):
+    # S0 and S1 have the old pod's initial snapshot and their new pod's; S3's pod subscribed
+    # while the replay held its streams, so its only snapshot is the capture's own.
+    assert {s: r.snapshots.get(s) for s in (r.stayed, r.moved, r.added)} == {r.stayed: 2, r.moved: 2, r.added: 1}
+    for symbol in (r.stayed, r.moved, r.added):
+        for channel, by_symbol in ref.items():
+            extra = r.snapshots[symbol] - 1 if channel == "l2_book" else 0
+            assert r.lake[channel].get(symbol, 0) == by_symbol[symbol] + extra, (channel, symbol)
 
 
-def test_the_added_symbol_is_complete(rollout_run: RolloutRun, reference_run: ReferenceRun) -> None:
-    r = rollout_run
-    assert of_symbols(r.lake, {r.added}) == of_symbols(reference_run.lake, {r.added}) == collected(r.new)
-
-
-def test_the_replaced_pod_drained_what_it_collected(rollout_run: RolloutRun, reference_run: ReferenceRun) -> None:
+def test_the_removed_symbol_is_what_its_pod_collected(rollout_run: RolloutRun, reference_run: ReferenceRun) -> None:
     r = rollout_run
     got = of_symbols(r.lake, {r.removed})
-    assert got == collected(r.old), describe(r.old)
+    assert got == collected(r.old[1]), describe(r.old[1])
     assert sum(totals(got).values()) > 0, "the replaced pod collected nothing of its symbol"
-    # The drain at the rollout wrote it: before the DataFeed's deletion it was already in the lake.
-    assert of_symbols(r.lake_before_delete, {r.removed}) == got
     names = stream_names(r.removed)
     streams = r.exchange["streams"]
     held = {ch: streams[names[ch]]["remaining"] for ch in ONE_TO_ONE}

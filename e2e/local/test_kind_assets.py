@@ -4,6 +4,7 @@ expects apply), its manifests are valid Kubernetes objects, and the chart render
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,5 +71,10 @@ def test_the_chart_renders_with_the_kind_values() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SVOE_FEED_IMAGE"] == env["SVOE_REDIS_IMAGE"] == "svoe-feedpod:e2e"
     assert (env["SVOE_IMAGE_PULL_POLICY"], env["SVOE_FEED_NODE_ROLE"]) == ("Never", "")
+    # The exchange's CA and MinIO reach the feed pods through the operator, not an image.
+    assert env["SVOE_FEED_CA_CONFIGMAP"] == "exchange-ca" and "exchange-ca" in (KIND / "run.sh").read_text()
+    extra = json.loads(env["SVOE_FEED_EXTRA_ENV"])
+    assert extra["AWS_ENDPOINT_URL"] == f"http://minio.{NS}.svc:9000"
+    assert not (KIND / "feedpod-e2e.Dockerfile").exists()
     accounts = {o["metadata"]["name"] for o in rendered if o["kind"] == "ServiceAccount"}
     assert "svoe-feed" in accounts  # the feed pods' account exists in the DataFeed's namespace
