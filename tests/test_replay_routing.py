@@ -136,7 +136,7 @@ def test_overlapping_subscribers_each_get_every_message_of_their_streams(capture
     assert all(streams[s]["done"] for s in {*a, *b})
     # nobody subscribed to these: held at the start, not dropped
     assert streams["keepusdt@aggTrade"] == {**streams["keepusdt@aggTrade"], "position": 0, "held": True}
-    assert not stats["exhausted"]
+    assert stats["exhausted"]  # every subscribed stream is sent: the held ones are not owed
 
 
 def test_late_joiner_gets_the_stream_from_the_current_position(capture_dir: Path) -> None:
@@ -180,7 +180,7 @@ def test_a_stream_nobody_subscribes_to_waits_for_its_first_subscriber(capture_di
 
     got_x, got_y, exhausted = asyncio.run(go())
     assert (got_x, got_y) == (recorded[x], recorded[y])
-    assert not exhausted  # other streams are still held
+    assert exhausted  # both subscribed streams are sent; the others, held, are not owed
 
 
 # -- two cryptofeed collectors against one replay -----------------------------------------------------

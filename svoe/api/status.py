@@ -15,9 +15,10 @@ from pydantic.alias_generators import to_camel
 ConditionType = Literal["Ready", "Progressing", "Degraded", "Stale", "InvalidSpec"]
 CONDITION_ORDER: tuple[ConditionType, ...] = ("Ready", "Progressing", "Degraded", "Stale", "InvalidSpec")
 
-# A replica's phase; a shard's phase summarises its replicas'.
-# Degraded (shards only): some replica serves, another does not.
-ShardPhase = Literal["Pending", "Unschedulable", "Starting", "Ready", "Degraded", "RollingOut", "Failed"]
+# A replica's phase; a shard's phase summarises its replicas'. NotReady: was Ready, is not (a
+# container restarting, a node unreachable). Degraded (shards only): some replica serves, another
+# is down.
+ShardPhase = Literal["Pending", "Unschedulable", "Starting", "Ready", "NotReady", "Degraded", "RollingOut", "Failed"]
 
 
 class _StatusModel(BaseModel):

@@ -90,8 +90,11 @@ class Controller:
         return ev
 
     def wake(self, namespace: str | None, name: str | None) -> None:
-        if namespace and name:
-            self.wakeup((namespace, name)).set()
+        # Only a running loop's event: children of a deleted DataFeed keep sending events while
+        # they terminate, and must not bring its entry back. A loop that starts passes at once.
+        ev = self._wakeups.get((namespace or "", name or ""))
+        if ev is not None:
+            ev.set()
 
     def lock(self, key: Key) -> asyncio.Lock:
         lk = self._locks.get(key)

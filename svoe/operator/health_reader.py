@@ -25,15 +25,20 @@ from svoe.operator.health import PodStats, parse_stats
 LOG = logging.getLogger(__name__)
 READ_TIMEOUT = 3.0
 STATS_PATH = "/stats"
+# Reads in flight at once, over every DataFeed: they share the API client's connection pool with
+# the reconcile writes, which must not queue behind a few hundred slow pods.
+CONCURRENT_READS = asyncio.Semaphore(16)
 
 
 async def read_pod(controller: Controller, namespace: str, pod: str) -> PodStats | None:
     try:
-        doc = await controller.api().proxy_get(namespace, pod, render.COLLECTOR_PORT, STATS_PATH, READ_TIMEOUT)
-    except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+        async with CONCURRENT_READS:
+            doc = await controller.api().proxy_get(namespace, pod, render.COLLECTOR_PORT, STATS_PATH, READ_TIMEOUT)
+        return parse_stats(doc, time.time()) if isinstance(doc, dict) else None
+    except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, OverflowError, kopf.TemporaryError) as e:
+        # A pod that does not answer, or answers nonsense (a newer or broken collector): no figures.
         LOG.debug("no stats from pod %s/%s: %s", namespace, pod, e)
         return None
-    return parse_stats(doc, time.time()) if isinstance(doc, dict) else None
 
 
 async def read_once(controller: Controller, key: tuple[str, str]) -> None:
@@ -54,6 +59,9 @@ async def read_until_stopped(controller: Controller, key: tuple[str, str], stopp
         return
     while not stopped:
         if controller.serving.get(key):
-            await read_once(controller, key)
+            try:
+                await read_once(controller, key)
+            except Exception:  # never end the reader: frozen figures would turn the feed Stale
+                LOG.exception("reading the health of %s/%s failed; retrying in %gs", *key, interval)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopped.wait(), timeout=interval)

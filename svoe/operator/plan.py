@@ -64,6 +64,7 @@ class ReplicaState:
     serving: bool  # some pod of this replica (any revision) is Ready
     pods: tuple[str, ...] = ()  # its live pods, serving ones first: where its health is read
     message: str | None = None
+    failing: bool = False  # its current pod failed or cannot be scheduled (also while rolling out)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,9 @@ class ShardState:
         if all(p == "Ready" for p in phases):
             return "Ready"
         if "Ready" in phases:
-            return "Degraded" if any(p in ("Failed", "Unschedulable", "Pending") for p in phases) else "Starting"
-        for p in ("Failed", "Unschedulable", "Starting"):
+            down = ("Failed", "Unschedulable", "Pending", "NotReady")
+            return "Degraded" if any(p in down for p in phases) else "Starting"
+        for p in ("Failed", "Unschedulable", "NotReady", "Starting"):
             if p in phases:
                 return p
         return "Pending"
@@ -153,6 +155,8 @@ class _Pass:
     foreign: set[tuple[str, str]]
     ready_current: set[tuple[int, int]]  # (shard, replica) whose current-revision pod is Ready
     home: dict[str, int]  # symbol -> the shard that collects it now
+    current: set[str]  # every current-revision pod name: planned by its shard, never a leftover
+    was_serving: set[str]  # pods the recorded status called Ready (or NotReady since)
     changes: list[Change] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
@@ -189,6 +193,13 @@ def plan(
             (current_names[p.name], p.replica) for p in pods if p.name in current_names and p.ready and not p.deleting
         },
         home={s: i for i, symbols in assignment.items() for s in symbols},
+        current=set(current_names),
+        was_serving={
+            str(r.get("pod"))
+            for s in status.get("shards") or []
+            for r in s.get("replicas") or []
+            if r.get("phase") in ("Ready", "NotReady")
+        },
     )
     cms = {o.name: o for o in ours if o.kind == "ConfigMap"}
     svcs = {o.name: o for o in ours if o.kind == "Service"}
@@ -227,7 +238,8 @@ def _plan_shard(state: _Pass, index: int, d: render.ShardObjects) -> ShardState:
     replicas = state.feed.spec.replicas
 
     def older(r: int) -> list[Observed]:
-        return [o for o in shard_pods if o.replica == r and o.name != d.pod_names()[r] and not o.deleting]
+        # Never a current pod of another replica whose labels were edited (it is restored instead).
+        return [o for o in shard_pods if o.replica == r and o.name not in state.current and not o.deleting]
 
     rolling = [r for r in range(replicas) if older(r)]
     states = tuple(_plan_replica(state, index, d, r, shard_pods, older(r), rolling) for r in range(replicas))
@@ -252,8 +264,8 @@ def _plan_replica(
     serving = any(o.ready for o in mine)
     live = tuple(o.name for o in sorted(mine, key=lambda o: not o.ready))
 
-    def replica(phase: ShardPhase, message: str | None = None) -> ReplicaState:
-        return ReplicaState(r, name, phase, serving, live, message)
+    def replica(phase: ShardPhase, message: str | None = None, failing: bool = False) -> ReplicaState:
+        return ReplicaState(r, name, phase, serving, live, message, failing)
 
     if ("Pod", name) in state.foreign:
         state.conflicts.append(f"pod {name} exists and is not owned by this DataFeed")
@@ -273,6 +285,8 @@ def _plan_replica(
         if not older:
             # Created in this pass: the same phase it has once it shows up, so the status
             # does not change (and is not rewritten) when the watch delivers it.
+            if name in state.was_serving:  # it served, and is gone: lost until its namesake is Ready
+                return replica("NotReady", f"pod {name} was Ready and is gone; recreated")
             return replica("Starting")
         state.notices.append(
             Notice(
@@ -294,18 +308,25 @@ def _plan_replica(
         # Failed/Succeeded pods never run again (e.g. evicted, or their node was lost): replace them.
         message = f"{where}: pod {current.name} {current.failure}; replacing"
         state.changes.append(_delete(current, "ReplacingFailedPod", message, True))
-        return replica("Failed", current.failure)
+        return replica("Failed", current.failure, failing=True)
     if (m := meta_drift(current, desired)) is not None:
         message = f"{where}: labels of pod {current.name} restored"
         state.changes.append(
             Change("patch", "Pod", current.name, {"metadata": m}, notice=Notice("DriftRestored", message, True))
         )
     if not current.ready:
+        # While an old pod serves, the replica is still rolling out, failing or not: its new pod
+        # may be the only one with a newly added symbol.
         if current.failure is not None:
-            return replica("Failed", current.failure)
+            return replica("RollingOut" if older else "Failed", current.failure, failing=True)
         if current.unschedulable is not None:
-            return replica("Unschedulable", current.unschedulable)
-        return replica("RollingOut" if older else "Starting")
+            message = f"Unschedulable: {current.unschedulable}"
+            return replica("RollingOut" if older else "Unschedulable", message, failing=True)
+        if older:
+            return replica("RollingOut")
+        if current.name in state.was_serving:
+            return replica("NotReady", f"pod {current.name} was Ready and is not")
+        return replica("Starting")
     waiting = [o for o in older if not state.covered(o)]
     for old in older:
         if old not in waiting:
@@ -329,6 +350,8 @@ def _plan_leftovers(state: _Pass, cms: Mapping[str, Observed], svcs: Mapping[str
     for pod in state.pods:
         if pod.deleting or pod.name in deleted:
             continue
+        if pod.name in state.current:
+            continue  # a current pod, whatever its labels say: its shard planned it
         if pod.shard is not None and pod.shard in state.rendered and pod.replica < replicas:
             continue  # the shard's replica planned it
         if not state.covered(pod):

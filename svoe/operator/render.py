@@ -344,22 +344,27 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         ]
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
-    # Replicas of a shard on different nodes (required: a node takes one copy at most, skew 1)
-    # and, where the cluster has zones, in different zones (preferred). One node or one zone is
-    # one domain, where any placement has skew 0, so small clusters still schedule every pod.
+    # Replicas of a shard on different nodes (required: skew 1) and, where the cluster has zones,
+    # in different zones (preferred). Only nodes the pod may run on count as domains (taints and
+    # node affinity honoured): a tainted or cordoned node holding no copy would otherwise block
+    # the extra pod of every make-before-break rollout. One usable node is one domain, where any
+    # placement has skew 0, so small clusters still schedule every pod.
     shard_pods = {"matchLabels": selector(feed.metadata.name, index)}
+    honour = {"nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Honor"}
     pod_spec["topologySpreadConstraints"] = [
         {
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "DoNotSchedule",
             "labelSelector": shard_pods,
+            **honour,
         },
         {
             "maxSkew": 1,
             "topologyKey": "topology.kubernetes.io/zone",
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": shard_pods,
+            **honour,
         },
     ]
     return pod_spec

@@ -127,7 +127,7 @@ def build_status(
     all_ready = total > 0 and ready == total and not p.conflicts
     put("Ready", all_ready, "AllShardsReady" if all_ready else "ShardsNotReady", f"{ready}/{total} shards ready")
     put("Progressing", *_progressing(p))
-    put("Degraded", *_degraded(p, previous, errors))
+    put("Degraded", *_degraded(p, errors))
     put("Stale", *_stale(ages, stale_after))
     put("InvalidSpec", False, "SpecValid", "the spec is valid")
     status = DataFeedStatus(
@@ -168,42 +168,34 @@ def _rolling_pod(s: ShardState) -> str:
     return next((r.pod for r in s.replicas if r.phase == "RollingOut"), s.pod)
 
 
-def _degraded(p: Plan, previous: Mapping[str, Any], errors: Sequence[str]) -> tuple[bool, str, str]:
+def _degraded(p: Plan, errors: Sequence[str]) -> tuple[bool, str, str]:
     if errors:
         return True, "ReconcileError", "; ".join(errors)
     if p.conflicts:
         return True, "NameConflict", "; ".join(p.conflicts)
-    before = {
-        (int(s["index"]), int(r.get("replica", 0))): r.get("phase")
-        for s in previous.get("shards") or []
-        for r in s.get("replicas") or [{"replica": 0, "phase": s.get("phase")}]
-    }
     down: list[tuple[ShardState, str]] = []
     for s in p.shards:
         for r in s.replicas:
             where = f"shard {s.index}" + (f" replica {r.replica}" if len(s.replicas) > 1 else "")
-            if r.phase in ("Failed", "Unschedulable"):
-                down.append(
-                    (s, f"{where}: {r.phase}: {r.message}" if r.phase == "Unschedulable" else f"{where}: {r.message}")
-                )
-            elif before.get((s.index, r.replica)) == "Ready" and not r.serving and r.phase != "Ready":
-                down.append((s, f"{where}: pod {r.pod} is no longer Ready"))
+            if r.phase in ("Failed", "Unschedulable", "NotReady") or r.failing:
+                down.append((s, f"{where}: {r.message}"))
     if not down:
         return False, "AsExpected", "every shard is served or starting normally"
     uncovered = [s for s, _ in down if not s.serving]
     text = "; ".join(m for _, m in down)
-    if any(r.phase == "Unschedulable" for s in p.shards for r in s.replicas):
+    if any((r.message or "").startswith("Unschedulable") for s in p.shards for r in s.replicas if r.failing):
         return True, "Unschedulable", text
     if uncovered:
-        failed = any(r.phase == "Failed" for s in uncovered for r in s.replicas)
+        failed = any(r.failing for s in uncovered for r in s.replicas)
         return True, "ShardFailed" if failed else "ShardLost", text
     return True, "ReplicaDown", f"{text}; every shard is still covered by another replica"
 
 
 def _stale(ages: Mapping[int, float | None], stale_after: float) -> tuple[bool | None, str, str]:
-    stale = {i: a for i, a in ages.items() if a is not None and a > stale_after}
+    stale = sorted(i for i, a in ages.items() if a is not None and a > stale_after)
     if stale:
-        text = ", ".join(f"shard {i} ({a:.0f}s)" for i, a in sorted(stale.items()))
+        # No ages in the text: it would change every pass and rewrite the status for nothing.
+        text = ", ".join(f"shard {i}" for i in stale)
         return True, "NoRecentEvents", f"newest event older than {stale_after:g}s: {text}"
     if not ages or any(a is None for a in ages.values()):
         return None, "NotRead", "the health of some shards has not been read yet"

@@ -11,7 +11,9 @@ each connection the streams it subscribed to:
   stops) until somebody subscribes. When its last subscriber closes it is held again, so a late
   joiner gets it from the current position onwards and nothing is dropped while a subscriber may
   still come.
-- The replay is exhausted when every lane has been sent to its end.
+- The replay is exhausted when every lane somebody subscribed to has been sent to its end. Lanes
+  nobody subscribed to are held, not owed: a client that collects part of a capture (a DataFeed of
+  some of its symbols or channels) is done when its own streams are.
 
 How an exchange names its streams is declared in :data:`NAMINGS`. Only Binance and Binance
 Futures combined streams are routed so far: cryptofeed subscribes in the URL
@@ -243,7 +245,8 @@ class Router:
 
     @property
     def exhausted(self) -> bool:
-        return all(st.done for st in self.state)
+        started = [st for lane, st in zip(self.lanes, self.state, strict=True) if lane.messages and st.started]
+        return bool(started) and all(st.done for st in started)
 
     @property
     def loops_completed(self) -> int:

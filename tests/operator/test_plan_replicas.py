@@ -156,6 +156,10 @@ def test_a_replica_down_is_degraded_but_ready_and_all_down_is_not_ready() -> Non
     degraded = condition(st, "Degraded")
     assert degraded is not None and degraded["status"] == "True" and degraded["reason"] == "ReplicaDown"
     assert "replica 1" in degraded["message"] and "covered" in degraded["message"]
+    # And on every later pass while it stays down (the recorded phase is NotReady now, not Ready).
+    again = build_status(plan(f, UID, st, one_down, CONFIG), st, 1)
+    assert condition(again, "Degraded")["reason"] == "ReplicaDown"  # type: ignore[index]
+    assert again["shards"][0]["replicas"][1]["phase"] == "NotReady"
 
     all_down = build_status(plan(f, UID, st, children(f, {0: ["A-X"]}, ready=False), CONFIG), up, 1)
     assert condition(all_down, "Ready")["status"] == "False"  # type: ignore[index]
@@ -219,3 +223,39 @@ def test_health_figures_merge_over_replicas_and_a_silent_shard_is_stale() -> Non
     assert condition(build_status(p, {}, 1), "Stale")["status"] == "Unknown"  # type: ignore[index]
     health[s1[0]] = stats(fresh, 5.0, 0, 0)
     assert condition(build_status(p, {}, 1, health=health, now=now), "Stale")["status"] == "False"  # type: ignore[index]
+
+
+def test_a_failing_new_pod_keeps_the_rollout_going_and_the_datafeed_not_ready() -> None:
+    # The new revision adds C-X; its pod crashes. The old pod still serves A-X, but nobody collects
+    # C-X: not Ready, still rolling out, Degraded with the failure.
+    old, new = feed(["A-X"], replicas=1), feed(["A-X", "C-X"], replicas=1)
+    observed = children(old, {0: ["A-X"]})
+    status = build_status(plan(old, UID, {}, observed, CONFIG), {}, 1)
+    new_shard = render_shard(new, UID, 0, ["A-X", "C-X"], CONFIG)
+    crashing = stored(new_shard.pod, 30)
+    crashing["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "collector", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+    }
+    with_new = [*observed, observe(stored(new_shard.configmap, 29)), observe(crashing)]
+    p = plan(new, UID, status, with_new, CONFIG)
+    assert pod_writes(p) == [], "the old pod stays; the crashing one is the kubelet's to restart"
+    st = build_status(p, status, 2)
+    assert st["shards"][0]["phase"] == "RollingOut"
+    assert condition(st, "Ready")["status"] == "False"  # type: ignore[index]
+    degraded = condition(st, "Degraded")
+    assert degraded is not None and degraded["status"] == "True" and "CrashLoopBackOff" in degraded["message"]
+
+
+def test_a_current_pod_with_edited_labels_is_relabelled_not_deleted() -> None:
+    f = feed(["A-X"])
+    names = render_shard(f, UID, 0, ["A-X"], CONFIG).pod_names()
+    observed = children(f, {0: ["A-X"]})
+    edited = []
+    for o in observed:
+        if o.name == names[1]:  # replica 1 lost its shard and replica labels
+            labels = {k: v for k, v in o.labels.items() if k not in ("svoe.io/shard", "svoe.io/replica")}
+            o = Observed(**{**o.__dict__, "labels": labels})
+        edited.append(o)
+    p = plan(f, UID, {}, edited, CONFIG)
+    assert pod_writes(p) == [("patch", names[1])]
