@@ -136,7 +136,7 @@ class Controller:
                 self._post(body, [invalid_notice(previous, str(err))])
                 return await self._write_status(body, previous, invalid_status(previous, str(err), generation))
 
-            p = plan(feed, uid, previous, self._merge(key, observed), self.config)
+            p = plan(feed, uid, previous, self._merge(key, observed), self.config, time.time())
             # Recorded in the status after this pass. A crash before that loses nothing: the
             # assignment is a deterministic function of the recorded one and the spec (and,
             # without any status, of the pods' own symbol annotations).
@@ -249,7 +249,7 @@ class Controller:
             self._remember(key, c, await api.patch(c.kind, namespace, c.name, c.body))
         else:
             try:
-                await api.delete(c.kind, namespace, c.name, uid=c.uid)
+                await api.delete(c.kind, namespace, c.name, uid=c.uid, grace_seconds=c.grace_seconds)
             except ApiConflictError:  # uid precondition: the namesake is a new object; leave it
                 return
             self._remember(key, c, None)

@@ -156,11 +156,15 @@ class KubeClient:
         path = resource_path("v1", PLURALS[kind], namespace, name)
         return dict(await self.request("PATCH", path, patch, MERGE_PATCH))
 
-    async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+    async def delete(
+        self, kind: str, namespace: str, name: str, uid: str | None = None, grace_seconds: int | None = None
+    ) -> None:
         """Delete, tolerating an already-gone object. With `uid`, never deletes a namesake."""
         body: JSON = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         with contextlib.suppress(ApiNotFoundError):  # already gone
             await self.request("DELETE", resource_path("v1", PLURALS[kind], namespace, name), body)
 

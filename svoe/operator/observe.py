@@ -35,6 +35,7 @@ class Observed:
     owner_datafeeds: tuple[str, ...]  # names of the DataFeeds among the owners
     created: str
     deleting: bool
+    deletion_timestamp: str | None  # when the kubelet must have stopped it (the grace period's end)
     content: str  # digest of the content the operator owns (see `content_digest`)
     keys: tuple[str, ...] = ()  # configmap data keys / service selector keys
     ready: bool = False
@@ -129,6 +130,7 @@ def observe(body: Mapping[str, Any]) -> Observed:
         owner_datafeeds=tuple(str(r.get("name")) for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND),
         created=str(meta.get("creationTimestamp") or ""),
         deleting=bool(meta.get("deletionTimestamp")),
+        deletion_timestamp=meta.get("deletionTimestamp"),
         content=content_digest(kind, body),
         keys=keys,
         ready=kind == "Pod" and pod_ready(body),

@@ -20,6 +20,8 @@ executes plans; every decision is here, so every rule is unit-tested without a s
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ class Change:
     body: JSON | None = None  # the object to create, or the merge patch
     uid: str | None = None  # delete precondition: never delete a namesake
     notice: Notice | None = None
+    grace_seconds: int | None = None  # delete: 0 removes a pod its kubelet no longer answers for
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,21 @@ def previous_assignment(status: Mapping[str, Any], pods: Sequence[Observed]) -> 
     return {i: p.symbols or () for i, p in sorted(newest.items())}
 
 
+FORCE_DELETE_AFTER = 60.0  # seconds past a terminating pod's grace period
+
+
+def _overdue(pod: Observed, now: float) -> float | None:
+    """Seconds a terminating pod is past its grace period and the margin; None if it is not."""
+    if pod.deletion_timestamp is None:
+        return None
+    try:
+        deadline = datetime.datetime.fromisoformat(pod.deletion_timestamp).timestamp()
+    except ValueError:
+        return None
+    late = now - deadline
+    return late if late > FORCE_DELETE_AFTER else None
+
+
 def _delete(obs: Observed, reason: str, message: str, warning: bool = False) -> Change:
     return Change("delete", obs.kind, obs.name, uid=obs.uid, notice=Notice(reason, message, warning))
 
@@ -156,6 +174,7 @@ class _Pass:
     ready_current: set[tuple[int, int]]  # (shard, replica) whose current-revision pod is Ready
     home: dict[str, int]  # symbol -> the shard that collects it now
     current: set[str]  # every current-revision pod name: planned by its shard, never a leftover
+    now: float  # unix time of the pass: how long a pod has been terminating
     was_serving: set[str]  # pods the recorded status called Ready (or NotReady since)
     changes: list[Change] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
@@ -176,7 +195,12 @@ class _Pass:
 
 
 def plan(
-    feed: DataFeed, uid: str, status: Mapping[str, Any], observed: Sequence[Observed], config: OperatorConfig
+    feed: DataFeed,
+    uid: str,
+    status: Mapping[str, Any],
+    observed: Sequence[Observed],
+    config: OperatorConfig,
+    now: float | None = None,
 ) -> Plan:
     """Everything that must happen for the children to match the DataFeed, in order."""
     ours = [o for o in observed if uid in o.owner_uids]
@@ -194,6 +218,7 @@ def plan(
         },
         home={s: i for i, symbols in assignment.items() for s in symbols},
         current=set(current_names),
+        now=time.time() if now is None else now,
         was_serving={
             str(r.get("pod"))
             for s in status.get("shards") or []
@@ -298,7 +323,24 @@ def _plan_replica(
         return replica("RollingOut")
     rolling_or: ShardPhase = "RollingOut" if older else "Pending"
     if current.deleting:
-        return replica(rolling_or)  # a namesake is terminating; recreated after
+        # A namesake is terminating; recreated after. One still there well after its grace period
+        # ran out has a kubelet that no longer answers (its node is gone): the API keeps it until
+        # the Node object goes, so remove it, as the pod garbage collector would then. A second
+        # copy is harmless if the node comes back: the replacement is a new writer identity.
+        overdue = _overdue(current, state.now)
+        if overdue is not None:
+            message = f"{where}: pod {current.name} is still terminating {overdue:.0f}s after its grace period; removed"
+            state.changes.append(
+                Change(
+                    "delete",
+                    "Pod",
+                    current.name,
+                    uid=current.uid,
+                    grace_seconds=0,
+                    notice=Notice("ForceDeletedPod", message, True),
+                )
+            )
+        return replica(rolling_or)
     if current.content != content_digest("Pod", desired):
         state.changes.append(
             _delete(current, "DriftRestored", f"{where}: pod {current.name} was edited by hand; recreating", True)

@@ -3,6 +3,7 @@ symbols never left without a collector, and conditions that tell a covered shard
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from svoe.api.datafeed import DataFeed
@@ -259,3 +260,26 @@ def test_a_current_pod_with_edited_labels_is_relabelled_not_deleted() -> None:
         edited.append(o)
     p = plan(f, UID, {}, edited, CONFIG)
     assert pod_writes(p) == [("patch", names[1])]
+
+
+def test_a_namesake_stuck_terminating_past_its_grace_period_is_removed() -> None:
+    # Its node is gone: the kubelet never confirms the deletion, and the replica could never be
+    # recreated under its name.
+    f = feed(["A-X"])
+    names = render_shard(f, UID, 0, ["A-X"], CONFIG).pod_names()
+    now = 1_800_000_000.0
+
+    def terminating(since: float) -> list[Observed]:
+        stamp = datetime.datetime.fromtimestamp(now - since, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out = []
+        for o in children(f, {0: ["A-X"]}, ready={names[0]: True}):
+            if o.name == names[1]:
+                o = Observed(**{**o.__dict__, "deleting": True, "deletion_timestamp": stamp})
+            out.append(o)
+        return out
+
+    assert pod_writes(plan(f, UID, {}, terminating(since=10), CONFIG, now)) == [], "still within the margin"
+    p = plan(f, UID, {}, terminating(since=600), CONFIG, now)
+    (force,) = [c for c in p.changes if c.kind == "Pod"]
+    assert (force.verb, force.name, force.grace_seconds) == ("delete", names[1], 0)
+    assert force.uid is not None and force.notice is not None and force.notice.reason == "ForceDeletedPod"
