@@ -8,22 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import websockets
 
-from svoe.replay import ReplayServer, load_capture, reference_counts
+from svoe.replay import ReplayServer, load_capture
 from svoe.replay.routing import NAMINGS, Lane, Router, split_lanes
 from svoe.replay.sequencing import loads_message
 from tests.conftest import CAPTURES
-from tests.pipeline_support import capture_manifest, svoe, write_manifest
 
 FUTURES = "BINANCE_FUTURES"
 
@@ -186,55 +180,5 @@ def test_a_stream_nobody_subscribes_to_waits_for_its_first_subscriber(capture_di
 # -- two cryptofeed collectors against one replay -----------------------------------------------------
 
 
-@pytest.mark.timeout(120)
-def test_two_collectors_of_the_same_symbols_both_collect_everything(capture_dir: Path, tmp_path: Path) -> None:
-    reference = {ch: n for ch, n in reference_counts(str(capture_dir))[FUTURES].items() if n}
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    replay = subprocess.Popen(
-        # cryptofeed 3.0.1 opens two Binance Futures connections per feed (/market and /public streams)
-        [sys.executable, "-m", "tests.replay_proc", str(capture_dir), FUTURES, "max", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    lake = tmp_path / "lake"
-    runs: list[subprocess.Popen[str]] = []
-    try:
-        assert replay.stdout is not None
-        endpoints = json.loads(replay.stdout.readline())
-        for n in (1, 2):
-            doc = capture_manifest(capture_dir, FUTURES, str(lake), endpoints=endpoints)
-            doc["metadata"]["name"] = f"replica-{n}"
-            manifest = write_manifest(tmp_path / f"replica-{n}.yaml", doc)
-            runs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "svoe.cli", "run", str(manifest), "--metrics-port", "0"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=tmp_path,
-                    env=env,
-                )
-            )
-        assert replay.stdout.readline().strip() == "exhausted"
-        twice = {ch: 2 * n for ch, n in reference.items()}
-        deadline = time.monotonic() + 60
-        while (raw := _stats(lake, "--raw")) != twice and time.monotonic() < deadline:
-            time.sleep(1.0)
-        assert raw == twice, "each collector stores every event of the capture"
-    finally:
-        for p in (*runs, replay):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT if p in runs else signal.SIGTERM)
-        for p in (*runs, replay):
-            p.wait(60)
-    assert [p.returncode for p in runs] == [0, 0]
-    # the lake's exactly-once view merges the two copies into one
-    assert _stats(lake) == reference
-
-
-def _stats(lake: Path, *flags: str) -> dict[str, int]:
-    res = svoe("lake", "stats", str(lake), "--json", *flags)
-    if res.returncode != 0:
-        return {}
-    counts: dict[str, dict[str, dict[str, int]]] = json.loads(res.stdout)
-    return {ch: sum(s.values()) for ch, s in counts.get(FUTURES, {}).items() if sum(s.values())}
+# Two collectors of the same symbols against one replay, merged exactly by the lake's view: the
+# e2e's replicas scenario (e2e/local/test_replicas_e2e.py) runs it with real feed pods.

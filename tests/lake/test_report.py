@@ -130,11 +130,13 @@ def test_chromium_draws_the_charts(report: tuple[Path, Path], tmp_path: Path) ->
         want = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
         return sum(n for rgb, n in count.items() if all(abs(a - b) <= 6 for a, b in zip(rgb, want, strict=True)))
 
-    from svoe.lake.report_html import COLOURS, COVERED, GAP
+    from svoe.lake.report_html import COLOURS, COVERED, GAP, LANE
 
     # The first symbol (AKRO-USDT-PERP, with the gaps) is on screen: its lanes, gaps and stacked bars.
     assert pixels(COVERED) > 2000, "no coverage lanes drawn"
-    assert pixels(GAP) > 30, "no gap drawn"  # at least 3 px wide, however short the gap
+    # A gap is a rect at least 3 px wide, however short the gap; at a fractional x that is at
+    # least 2 whole columns of the lane's height in the exact colour.
+    assert pixels(GAP) >= 2 * (LANE - 4), "no gap drawn"
     for channel in ("l2_book", "ticker"):
         assert pixels(COLOURS[channel]) > 2000, f"no {channel} bars drawn"
 

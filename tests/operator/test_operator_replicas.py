@@ -66,7 +66,11 @@ class Collector:
 @pytest.fixture(scope="module")
 def fast_operator(kube: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     op = OperatorProcess(
-        kube, tmp_path_factory.mktemp("operator"), SVOE_HEALTH_INTERVAL_SECONDS="0.3", SVOE_STALE_AFTER_SECONDS="30"
+        kube,
+        tmp_path_factory.mktemp("operator"),
+        SVOE_HEALTH_INTERVAL_SECONDS="0.3",
+        SVOE_STALE_AFTER_SECONDS="30",
+        SVOE_RESYNC_SECONDS="0.5",
     )
     op.start()
     yield op
@@ -186,8 +190,8 @@ def test_bad_replicas_and_unschedulable_pods_get_a_clear_message_and_no_storm(
     d = kube.wait_for(degraded, timeout=20, what="Degraded: Unschedulable")
     assert message in d["message"]
     assert status(kube, ns, "nowhere")["shards"][0]["phase"] == "Unschedulable"
-    # Several resyncs (every 5 s) later: the same pod, one Degraded event.
-    time.sleep(11)
+    # Several resyncs (every 0.5 s) later: the same pod, one Degraded event.
+    time.sleep(3)
     (same,) = pods_of(kube, ns, "nowhere")
     assert same["metadata"]["uid"] == pod["metadata"]["uid"], "an unschedulable pod is not recreated"
     assert event_reasons(kube, ns, "nowhere").count("Degraded") == 1
