@@ -206,7 +206,9 @@ def _ready_times(s: ApiServer) -> dict[str, float]:
     for (_, name), obj in s.store[DATAFEEDS].items():
         for c in (obj.get("status") or {}).get("conditions") or []:
             if c["type"] == "Ready" and c["status"] == "True":
-                out[name] = parse_rfc3339(c["lastTransitionTime"]).timestamp()
+                when = parse_rfc3339(c["lastTransitionTime"])
+                if when is not None:
+                    out[name] = when.timestamp()
     return out
 
 

@@ -1,4 +1,5 @@
-"""Kubernetes timestamps: RFC 3339 in UTC to the second, as metav1.Time renders them."""
+"""Kubernetes timestamps: written as RFC 3339 in UTC to the second, as metav1.Time renders them;
+read as any RFC 3339 time (the collectors' `/stats` carry milliseconds)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def now_rfc3339() -> str:
     return rfc3339(datetime.datetime.now(datetime.UTC))
 
 
-def parse_rfc3339(ts: str) -> datetime.datetime:
-    """A Kubernetes timestamp (as `rfc3339` writes it) as an aware UTC datetime."""
-    return datetime.datetime.strptime(ts, FORMAT).replace(tzinfo=datetime.UTC)
+def parse_rfc3339(ts: str) -> datetime.datetime | None:
+    """An RFC 3339 time (fractions of a second allowed; UTC if it names no zone) as an aware
+    datetime, or None if it is not one."""
+    try:
+        t = datetime.datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=datetime.UTC)

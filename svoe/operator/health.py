@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svoe.api.status import Health
+from svoe.api.timestamps import parse_rfc3339
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def parse_stats(doc: Mapping[str, Any], read_at: float) -> PodStats:
 
     def text(key: str) -> str | None:
         v = doc.get(key)
-        return v if isinstance(v, str) and parse_time(v) is not None else None
+        return v if isinstance(v, str) and parse_rfc3339(v) is not None else None
 
     rate, backlog, gaps = number("eventsPerSecond"), number("backlog"), number("gapsLastHour")
     return PodStats(
@@ -49,14 +50,6 @@ def parse_stats(doc: Mapping[str, Any], read_at: float) -> PodStats:
         gaps_last_hour=None if gaps is None else int(gaps),
         since=text("since"),
     )
-
-
-def parse_time(value: str) -> datetime.datetime | None:
-    try:
-        t = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=datetime.UTC)
 
 
 def pod_health(stats: PodStats | None) -> Health:
@@ -71,7 +64,7 @@ def pod_health(stats: PodStats | None) -> Health:
 
 
 def _newest(times: Iterable[str | None]) -> str | None:
-    known = [(parse_time(t), t) for t in times if t]
+    known = [(parse_rfc3339(t), t) for t in times if t]
     return max((k for k in known if k[0] is not None), default=(None, None))[1]
 
 
@@ -94,7 +87,7 @@ def feed_health(shards: list[Health]) -> Health:
     """Totals over shards; None while any shard has not reported (a partial sum would mislead)."""
     if not shards or any(h.events_per_second is None for h in shards):
         return Health()
-    known = [(t, h) for h in shards if h.last_event_time and (t := parse_time(h.last_event_time)) is not None]
+    known = [(t, h) for h in shards if h.last_event_time and (t := parse_rfc3339(h.last_event_time)) is not None]
     stalest = min(known, key=lambda x: x[0])[1] if len(known) == len(shards) else None
     return Health(
         last_event_time=stalest.last_event_time if stalest else None,
@@ -106,7 +99,7 @@ def feed_health(shards: list[Health]) -> Health:
 
 def event_age(health: Health, since: str | None, now: datetime.datetime) -> float | None:
     """Seconds since the newest event (or, with none yet, since the collector started); None if unknown."""
-    t = parse_time(health.last_event_time) if health.last_event_time else None
+    t = parse_rfc3339(health.last_event_time) if health.last_event_time else None
     if t is None and since:
-        t = parse_time(since)
+        t = parse_rfc3339(since)
     return None if t is None else (now - t).total_seconds()

@@ -20,7 +20,6 @@ executes plans; every decision is here, so every rule is unit-tested without a s
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 from svoe.api.datafeed import DataFeed
 from svoe.api.status import ShardPhase
+from svoe.api.timestamps import parse_rfc3339
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
 from svoe.operator.observe import Observed, content_digest, meta_drift, restore_patch
@@ -149,13 +149,10 @@ FORCE_DELETE_AFTER = 60.0  # seconds past a terminating pod's grace period
 
 def _overdue(pod: Observed, now: float) -> float | None:
     """Seconds a terminating pod is past its grace period and the margin; None if it is not."""
-    if pod.deletion_timestamp is None:
+    deadline = parse_rfc3339(pod.deletion_timestamp) if pod.deletion_timestamp else None
+    if deadline is None:
         return None
-    try:
-        deadline = datetime.datetime.fromisoformat(pod.deletion_timestamp).timestamp()
-    except ValueError:
-        return None
-    late = now - deadline
+    late = now - deadline.timestamp()
     return late if late > FORCE_DELETE_AFTER else None
 
 

@@ -29,8 +29,8 @@ from svoe.api.status import (
     ReplicaStatus,
     ShardStatus,
 )
-from svoe.api.timestamps import now_rfc3339
-from svoe.operator.health import PodStats, event_age, feed_health, parse_time, pod_health, shard_health
+from svoe.api.timestamps import now_rfc3339, parse_rfc3339
+from svoe.operator.health import PodStats, event_age, feed_health, pod_health, shard_health
 from svoe.operator.plan import Notice, Plan, ShardState
 from svoe.operator.sharding import Assignment
 
@@ -96,7 +96,7 @@ def build_status(
     now: str | None = None,
 ) -> JSON:
     now = now or now_rfc3339()
-    now_dt = parse_time(now) or datetime.datetime.now(datetime.UTC)
+    now_dt = parse_rfc3339(now) or datetime.datetime.now(datetime.UTC)
     health = health or {}
     shards: list[ShardStatus] = []
     ages: dict[int, float | None] = {}

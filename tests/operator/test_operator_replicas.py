@@ -2,7 +2,7 @@
 
 The collectors' `/stats` (docs/contracts.md) are served by small HTTP servers standing in for the
 feed pods' collectors, reached through the emulator's pod proxy as the API server would reach a
-pod; the real collector's endpoint is tested with a real collector (tests/test_feed_stats.py) and
+pod; the real collector's endpoint is tested with a real collector (tests/test_stats_endpoint.py) and
 the whole chain in the e2e.
 """
 

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from svoe.api.timestamps import parse_rfc3339
 from svoe.testing.kube.model import JSON, ResourceType
 from svoe.testing.kube.selectors import dig
 
@@ -41,12 +42,9 @@ def age(ts: str | None) -> str:
     if not ts:
         return "<unknown>"
     # A date column may hold any RFC 3339 time (fractions of a second too), not only metav1.Time.
-    try:
-        then = datetime.datetime.fromisoformat(ts)
-    except ValueError:
+    then = parse_rfc3339(ts)
+    if then is None:
         return "<invalid>"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=datetime.UTC)
     secs = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
     if secs < 120:
         return f"{max(secs, 0)}s"
