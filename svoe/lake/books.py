@@ -7,7 +7,6 @@ A row counts at time t once it and every row before it have receipt_timestamp <=
 
     book_at(table, at, depth=None) -> (bids, asks)         the book after every row received <= at
     snapshots(table, depth, interval, start, end) -> Table  Tardis `book_snapshot_{depth}_{interval}` layout
-    parse_interval("100ms") -> 0.1
 
 How it is fast: numpy maps every price once to a dense id in price order and works out, per tick,
 which rows still matter (a later snapshot row makes earlier ones irrelevant). Ticks with the same
@@ -24,9 +23,7 @@ is converted per level to Decimal or Arrow scalars, and no dict of float prices 
 from __future__ import annotations
 
 import math
-import re
 from bisect import bisect_right
-from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -49,30 +46,6 @@ MIN_WIDTH = 16
 
 class BookError(ValueError):
     """The rows cannot give a book: no snapshot row to start from, or malformed level lists."""
-
-
-# ---- intervals -------------------------------------------------------------------------------
-_UNITS = {
-    "us": Fraction(1, 1_000_000),
-    "ms": Fraction(1, 1000),
-    "s": Fraction(1),
-    "m": Fraction(60),
-    "h": Fraction(3600),
-}
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
-
-
-def parse_interval(text: str) -> float:
-    """Seconds in an interval such as "100ms" (0.1): a positive number followed by us, ms, s, m or h."""
-    match = _INTERVAL.match(text)
-    value = Fraction(match.group(1)) * _UNITS[match.group(2)] if match else Fraction(0)
-    if value <= 0:
-        raise ValueError(
-            f"invalid interval {text!r}: expected a positive number followed by a unit, "
-            "one of us, ms, s, m, h (e.g. 250us, 100ms, 1s, 5m, 1h)"
-        )
-    # Via Fraction, so "100ms" is the double nearest 0.1 rather than 100 * 0.001.
-    return float(value)
 
 
 # ---- the rows' timeline ----------------------------------------------------------------------

@@ -106,7 +106,7 @@ def cmd_snapshots(a: argparse.Namespace) -> int:
     try:
         if a.depth < 1:
             raise LakeError(f"--depth must be at least 1, got {a.depth}")
-        from svoe.lake.books import parse_interval
+        from svoe.api.durations import parse_interval
 
         parse_interval(a.interval)
         start = None if a.start is None else parse_time(a.start, "--start")

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from svoe.lake.books import BookError, book_at, parse_interval, snapshots
+from svoe.api.durations import parse_interval
+from svoe.lake.books import BookError, book_at, snapshots
 from svoe.lake.scan import Block, LakeError, LakeScanner, check_channel
 from svoe.lake.view import exactly_once_sql, raw_sql
 

@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from svoe.api.durations import parse_interval
 from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake import books
-from svoe.lake.books import BookError, book_at, parse_interval, snapshots
+from svoe.lake.books import BookError, book_at, snapshots
 
 SEEDS = range(8)
 _LEVELS = pa.list_(pa.float64())
