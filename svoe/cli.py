@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lake_commands(sub)
 
+    from svoe.features.cli import add_features_commands
+
+    add_features_commands(sub)
+
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     bp = bn.add_parser(
         "pipeline",

@@ -143,8 +143,8 @@ class FeatureSetSpec(_Model):
         str,
         Field(
             pattern=DURATION_PATTERN,
-            description="Live only: a tick closes once the source's receipt times have passed it by this much, "
-            "so events of other streams still on their way count for it.",
+            description="Live only: a tick closes once every stream of the source has sent an event received "
+            "after it, or has been silent this long (wall clock): how long a quiet stream can hold the features.",
         ),
     ] = "1s"
     stale_after_seconds: Annotated[

@@ -240,14 +240,16 @@ async def run_local(
     replay_speed: float | None = None,
     out: TextIO = sys.stderr,
     faults: Any = None,
+    replay_gate: asyncio.Event | None = None,
 ) -> RunResult:
-    """`metrics_port` None: 8080, or a free port when 8080 is taken; 0: a free port."""
+    """`metrics_port` None: 8080, or a free port when 8080 is taken; 0: a free port. `replay_gate`:
+    the replay sends nothing until it is set (a subscriber in this process is getting ready)."""
     started = time.monotonic()
     lock = PortLock()
     bound: list[tuple[int, str]] = []
     try:
         return await _run_local(
-            feed, replay_dir, redis_url, metrics_port, replay_speed, out, started, lock, bound, faults
+            feed, replay_dir, redis_url, metrics_port, replay_speed, out, started, lock, bound, faults, replay_gate
         )
     finally:
         lock.release()
@@ -264,6 +266,7 @@ async def _run_local(
     lock: PortLock,
     bound: list[tuple[int, str]],
     faults: Any,
+    replay_gate: asyncio.Event | None = None,
 ) -> RunResult:
     metrics_port, note = choose_port(metrics_port, 8080, "/metrics", "--metrics-port")
     notes = [note] if note else []
@@ -293,7 +296,7 @@ async def _run_local(
         if replay_dir is not None:
             from svoe.replay import ReplayServer
 
-            server = ReplayServer(replay_dir, feed.spec.exchange, speed=replay_speed, faults=faults)
+            server = ReplayServer(replay_dir, feed.spec.exchange, speed=replay_speed, faults=faults, gate=replay_gate)
             await server.start()
             doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True)
             doc["spec"]["endpoints"] = {"websocket": server.ws_base, "rest": server.rest_base, "caFile": server.ca_file}

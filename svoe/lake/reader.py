@@ -242,7 +242,7 @@ class Lake:
                 return float(pc.max(rows["receipt_timestamp"]).as_py())
         return None
 
-    def _book_rows(self, exchange: str, symbol: str, start: float | None, end: float) -> pa.Table:
+    def book_rows(self, exchange: str, symbol: str, start: float | None, end: float) -> pa.Table:
         """The view's l2_book rows from a checkpoint at or before `start` (from the first row when
         None) through `end`, with receipt times made monotonic as the view orders them."""
         first = None if start is None else self.checkpoint(exchange, symbol, start)
@@ -264,7 +264,7 @@ class Lake:
             raise LakeError(f"--depth must be at least 1, got {depth}")
         t = parse_time(at, "--at")
         try:
-            table = self._book_rows(exchange, symbol, t, t)
+            table = self.book_rows(exchange, symbol, t, t)
             bids, asks = book_at(table, t, depth)
         except BookError as err:
             raise LakeError(f"no {exchange} {symbol} book at {_iso(t)}: {err}") from None
@@ -301,5 +301,5 @@ class Lake:
                 f"no {exchange} {symbol} l2_book between {_iso(t0 or span[0])} and {_iso(t1)}: "
                 f"it holds them from {_iso(span[0])} to {_iso(span[1])}"
             )
-        table = self._book_rows(exchange, symbol, t0, t1)
+        table = self.book_rows(exchange, symbol, t0, t1)
         return snapshots(table, depth, step, t0, t1)

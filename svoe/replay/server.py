@@ -88,6 +88,7 @@ class ReplayServer:
         cert_file: str | None = None,
         key_file: str | None = None,
         clients: int = 1,
+        gate: asyncio.Event | None = None,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be a positive number (or None for as fast as possible), got {speed!r}")
@@ -106,6 +107,7 @@ class ReplayServer:
             raise ValueError(f"clients must be at least 1, got {clients}")
         self.clients = clients
         self._enough_clients = asyncio.Event()
+        self._gate = gate
         self._cert = (cert_file, key_file) if cert_file and key_file else None
         self._sequencer: Sequencer = sequencer_for(self.capture, loop)
         self.faults = faults or Faults()
@@ -345,6 +347,8 @@ class ReplayServer:
         if self._expects_subscribe:
             await conn.first_frame.wait()
         await self._enough_clients.wait()
+        if self._gate is not None:
+            await self._gate.wait()
         while (wait := self._last_accept + self.settle - loop.time()) > 0:
             await asyncio.sleep(wait)
         if conn.closed:
