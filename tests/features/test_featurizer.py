@@ -171,3 +171,12 @@ def test_bad_features_name_the_field(feature: dict[str, Any], message: str) -> N
     with pytest.raises(ManifestError) as err:
         featureset([feature])
     assert message in str(err.value)
+
+
+def test_every_kind_is_documented() -> None:
+    from pathlib import Path
+
+    from svoe.api.featureset import FEATURE_KINDS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    assert [k for k in FEATURE_KINDS if f"| `{k}` |" not in doc] == []
