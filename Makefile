@@ -48,6 +48,7 @@ bench: setup
 	$(RUN)/svoe bench pipeline --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --json
 	$(RUN)/python bench/operator_bench.py --count 500
 	$(RUN)/svoe bench lake --compact
+	$(RUN)/svoe bench features
 
 e2e: setup
 	$(RUN)/pytest -q e2e/local

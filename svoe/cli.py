@@ -120,6 +120,13 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     return bench_main(a.replay, a.exchange, a.repeat, a.json, a.seconds)
 
 
+def cmd_bench_features(a: argparse.Namespace) -> int:
+    from svoe.bench.features import run
+
+    print(json.dumps(run(a.events, a.repeat)))
+    return 0
+
+
 def cmd_bench_lake(a: argparse.Namespace) -> int:
     if a.compact or a.seek:
         from svoe.bench import lake_compact, lake_seek
@@ -275,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "before and after svoe lake compact")  # fmt: skip
     bl.add_argument("--json", action="store_true", help="print one JSON object")
     bl.set_defaults(func=cmd_bench_lake)
+    bf = bn.add_parser(
+        "features",
+        help="the live featurizer alone: events per second through every feature kind",
+        description="Feed synthetic live-stream messages (1,000-level books, deltas, one trade in five) through the "
+        "featurizer's state machine with every feature kind at a 100 ms interval; print one JSON object.",
+    )
+    bf.add_argument("--events", type=int, default=100_000, help="messages after the two snapshots (default 100000)")
+    bf.add_argument("--repeat", type=int, default=3, help="runs (the median is reported)")
+    bf.set_defaults(func=cmd_bench_features)
 
     op = sub.add_parser(
         "operator",
