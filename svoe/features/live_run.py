@@ -52,6 +52,7 @@ class LiveFeaturizer:
         self.last_source_event: float | None = None  # wall clock
         self.stale = False
         self._rate: list[tuple[float, int]] = []
+        self._synced: dict[str, int] = {}
         for ch in self.spec.channels():
             metrics.SOURCE_EVENTS.labels(self.name, ch)
         for reason in ("duplicate", "malformed"):
@@ -93,22 +94,28 @@ class LiveFeaturizer:
                 self.recorder.add(row)
 
     def _handle(self, frames: list[bytes]) -> None:
-        c = self.featurizer.counters
-        before = (c.late, c.duplicates, c.malformed, dict(c.events))
         if len(frames) >= 3:
             self.featurizer.on_message(frames[0], frames[1], frames[2], time.monotonic())
         else:
-            c.malformed += 1
+            self.featurizer.counters.malformed += 1
         self.last_source_event = time.time()
-        for ch, n in c.events.items():
-            if n != before[3][ch]:
-                metrics.SOURCE_EVENTS.labels(self.name, ch).inc(n - before[3][ch])
-        if c.late != before[0]:
-            metrics.LATE.labels(self.name).inc(c.late - before[0])
-        if c.duplicates != before[1]:
-            metrics.SKIPPED.labels(self.name, "duplicate").inc()
-        if c.malformed != before[2]:
-            metrics.SKIPPED.labels(self.name, "malformed").inc()
+
+    def _sync_metrics(self) -> None:
+        """Counters into Prometheus once a second rather than per message."""
+        c = self.featurizer.counters
+        now = {**{f"events:{ch}": n for ch, n in c.events.items()}, "late": c.late, "duplicate": c.duplicates,
+               "malformed": c.malformed}  # fmt: skip
+        for key, value in now.items():
+            delta = value - self._synced.get(key, 0)
+            if delta <= 0:
+                continue
+            if key.startswith("events:"):
+                metrics.SOURCE_EVENTS.labels(self.name, key.removeprefix("events:")).inc(delta)
+            elif key == "late":
+                metrics.LATE.labels(self.name).inc(delta)
+            else:
+                metrics.SKIPPED.labels(self.name, key).inc(delta)
+        self._synced = now
 
     async def _read_batch(self, timeout: float) -> int:
         if not await self.sub.poll(int(timeout * 1000)):
@@ -136,6 +143,7 @@ class LiveFeaturizer:
         last = self.last_source_event if self.last_source_event is not None else self.started
         self.stale = now - last > self.spec.stale_after_seconds
         metrics.STALE.labels(self.name).set(1 if self.stale else 0)
+        self._sync_metrics()
         self._rate = [(t, n) for t, n in self._rate if now - t <= 60] + [(now, self.featurizer.counters.rows)]
 
     async def run(self, stop: asyncio.Event, drain: bool) -> None:
