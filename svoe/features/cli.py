@@ -21,15 +21,20 @@ KINDS_HELP = "Feature kinds: " + "; ".join(
 
 
 def cmd_live(a: argparse.Namespace) -> int:
-    from svoe.api.load import load_featureset, load_featureset_and_source
-    from svoe.features.live_run import run_live, run_with_replay
     from svoe.feedpod.local_run import RunError, choose_port
 
     try:
         health_port, note = choose_port(a.health_port, 8090, "the featurizer's /metrics", "--health-port")
-    except RunError as err:
+        return _live(a, health_port, note)
+    except RunError as err:  # a busy port that was asked for, or a run that cannot start
         print(f"svoe features live: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return 1
+
+
+def _live(a: argparse.Namespace, health_port: int, note: str) -> int:
+    from svoe.api.load import load_featureset, load_featureset_and_source
+    from svoe.features.live_run import run_live, run_with_replay
+
     if note:
         print(f"({note})", file=sys.stderr)
     if a.connect:

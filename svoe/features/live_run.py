@@ -39,12 +39,13 @@ class LiveResult:
 
 
 class LiveFeaturizer:
-    def __init__(self, featureset: FeatureSet, endpoints: Sequence[str], bind: str, out: str | None) -> None:
+    def __init__(self, featureset: FeatureSet, endpoints: Sequence[str], bind: str, port: int, out: str | None) -> None:
         self.name = featureset.name
         self.featurizer = Featurizer(featureset)
         self.spec = featureset.spec
         self.endpoints = list(endpoints)
         self.bind = bind
+        self.port = port
         self.recorder = ParquetRecorder(self.spec, out) if out else None
         self.ctx = zmq.asyncio.Context()
         self.connected = asyncio.Event()
@@ -69,7 +70,7 @@ class LiveFeaturizer:
             self.sub.connect(e)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
-        self.pub.bind(f"tcp://{self.bind}:{self.spec.live.port}")
+        self.pub.bind(f"tcp://{self.bind}:{self.port}")
 
     async def _watch_connections(self) -> None:
         handshakes = 0
@@ -210,13 +211,29 @@ def in_pod() -> bool:
     return bool(os.environ.get("POD_NAME"))
 
 
+def publish_address(featureset: FeatureSet, pod: bool, out_stream: TextIO) -> tuple[str, int]:
+    """Where the features are published. Off a pod a busy default port gives way to a free one, so
+    two featurizers run side by side; a port the manifest names is used or fails with the fix."""
+    from svoe.feedpod.local_run import choose_port
+
+    live = featureset.spec.live
+    bind = live.bind_address(pod)
+    if pod:
+        return bind, live.port
+    asked = live.port if "port" in live.model_fields_set else None
+    port, note = choose_port(asked, live.port, "the features' live stream", "spec.live.port", bind)
+    if note:
+        out_stream.write(f"({note})\n")
+    return bind, port
+
+
 async def run_live(featureset: FeatureSet, endpoints: Sequence[str], out: str | None, health_port: int,
                    out_stream: TextIO = sys.stderr) -> LiveResult:  # fmt: skip
     """Against running feeds, until SIGTERM or Ctrl-C."""
     import signal
 
     pod = in_pod()
-    live = LiveFeaturizer(featureset, endpoints, featureset.spec.live.bind_address(pod), out)
+    live = LiveFeaturizer(featureset, endpoints, *publish_address(featureset, pod, out_stream), out)
     live.open()
     health = live.health("0.0.0.0" if pod else "127.0.0.1", health_port)
     await health.start()
@@ -225,7 +242,7 @@ async def run_live(featureset: FeatureSet, endpoints: Sequence[str], out: str | 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out_stream.write(
-        f"features {featureset.name}: {', '.join(endpoints)} -> tcp://{live.bind}:{featureset.spec.live.port}"
+        f"features {featureset.name}: {', '.join(endpoints)} -> tcp://{live.bind}:{live.port}"
         f" (health http://127.0.0.1:{health_port}/stats)\n"
     )
     try:
@@ -247,7 +264,8 @@ async def run_with_replay(featureset: FeatureSet, feed: Any, replay_dir: str, ou
     port = free_port()
     doc["spec"]["live"] = {"enabled": True, "port": port, "bind": "127.0.0.1"}
     feed = DataFeed.model_validate(doc)
-    live = LiveFeaturizer(featureset, [f"tcp://127.0.0.1:{port}"], featureset.spec.live.bind_address(False), out)
+    source = [f"tcp://127.0.0.1:{port}"]
+    live = LiveFeaturizer(featureset, source, *publish_address(featureset, False, out_stream), out)
     live.open()
     health = live.health("127.0.0.1", health_port)
     await health.start()
