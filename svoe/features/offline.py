@@ -96,16 +96,17 @@ def compute_offline(lake: Lake, spec: FeatureSetSpec, start: float | None = None
     for i, symbol in enumerate(spec.symbols):
         if progress:
             progress(f"reading {symbol} ({i + 1}/{len(spec.symbols)})")
-        per_symbol[symbol] = _read(lake, spec, symbol, t0, end, interval)
+        # Read a tick past `end`: the last tick is decided below, in whole microseconds.
+        per_symbol[symbol] = _read(lake, spec, symbol, t0, None if end is None else end + interval, interval)
     lasts = [d.last for d in per_symbol.values() if d.last > -math.inf]
     if not lasts:
         return to_table(spec, [])
     last_k = first_tick(max(lasts), interval)
+    # The bounds are user times (parsed to float seconds): compare them with the ticks in whole
+    # microseconds, so that "--end 12:00:02.1" keeps the tick at 12:00:02.1 whatever the rounding.
     if end is not None:
-        last_k = min(last_k, math.floor(end / interval) + 1)
-        while tick_time(last_k, interval) > end:
-            last_k -= 1
-    first_out = None if start is None else first_tick(start, interval)
+        last_k = min(last_k, (round(end * 1e6) * 1000) // step_ns)
+    first_out = None if start is None else -((-round(start * 1e6) * 1000) // step_ns)
     rows: list[tuple[int, int, Row]] = []
     for s_index, (symbol, data) in enumerate(per_symbol.items()):
         if data.first == math.inf:
