@@ -192,15 +192,16 @@ def test_chart_copies_equal_their_sources() -> None:
         assert c.read_bytes() == s.read_bytes(), f"{c} differs from {s}: run tools/sync_chart_crds.sh"
 
 
-def test_chart_crd_equals_generated_crd(variants: dict[str, list[dict[str, Any]]]) -> None:
-    src = ROOT / "crds" / "datafeed.yaml"
+@pytest.mark.parametrize("kind", ["datafeed", "featureset"])
+def test_chart_crd_equals_generated_crd(variants: dict[str, list[dict[str, Any]]], kind: str) -> None:
+    src = ROOT / "crds" / f"{kind}.yaml"
     if not src.exists():
-        pytest.skip("crds/datafeed.yaml does not exist yet (`make crds` generates it); nothing to compare")
-    copy = CHART / "crds" / "datafeed.yaml"
-    assert copy.exists(), "the chart does not carry the DataFeed CRD: run tools/sync_chart_crds.sh"
-    assert copy.read_bytes() == src.read_bytes(), "charts/svoe/crds/datafeed.yaml differs: run tools/sync_chart_crds.sh"
+        pytest.skip(f"crds/{kind}.yaml does not exist yet (`make crds` generates it); nothing to compare")
+    copy = CHART / "crds" / f"{kind}.yaml"
+    assert copy.exists(), f"the chart does not carry the {kind} CRD: run tools/sync_chart_crds.sh"
+    assert copy.read_bytes() == src.read_bytes(), f"charts/svoe/crds/{kind}.yaml differs: run tools/sync_chart_crds.sh"
     rendered = [o for o in variants["defaults"] if o["kind"] == "CustomResourceDefinition"]
-    assert "datafeeds.svoe.io" in {o["metadata"]["name"] for o in rendered}
+    assert f"{kind}s.svoe.io" in {o["metadata"]["name"] for o in rendered}
 
 
 def test_sync_script_restores_the_copies(tmp_path: Path) -> None:
@@ -215,11 +216,13 @@ def test_sync_script_restores_the_copies(tmp_path: Path) -> None:
     (work / "charts/svoe/crds").mkdir(parents=True, exist_ok=True)
     (work / "crds").mkdir(exist_ok=True)
     (work / "crds" / "datafeed.yaml").write_text("# stand-in for the generated CRD\n")
+    (work / "crds" / "featureset.yaml").write_text("# stand-in for the FeatureSet CRD\n")
     (work / "charts/svoe/files/alerts.yaml").write_text("stale\n")
     stale = work / "charts/svoe/files/dashboards/removed.json"
     stale.write_text("{}")
     subprocess.run(["bash", str(work / "tools/sync_chart_crds.sh")], check=True, capture_output=True)
     assert (work / "charts/svoe/crds/datafeed.yaml").read_text() == "# stand-in for the generated CRD\n"
+    assert (work / "charts/svoe/crds/featureset.yaml").read_text() == "# stand-in for the FeatureSet CRD\n"
     assert (work / "charts/svoe/files/alerts.yaml").read_bytes() == (ROOT / "monitoring/alerts.yaml").read_bytes()
     assert not stale.exists()
 
