@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from svoe.api.featureset import FeatureSet
-from svoe.operator.config import OperatorConfig
+from svoe.operator.config import ConfigError, OperatorConfig
 from svoe.operator.featureset_plan import plan_featureset
 from svoe.operator.featureset_render import featurizer_name, render_featurizer
 from svoe.operator.featureset_status import blocked_notice, build_featureset_status
@@ -144,3 +144,11 @@ def test_status_takes_readiness_from_the_deployment_and_figures_from_stats() -> 
     assert (status["rowsPerSecond"], status["lagSeconds"], status["lastTick"]) == (2.0, 1.0, "2026-01-01T00:00:09Z")
     assert (status["symbolCount"], status["featureCount"], status["lateEvents"]) == (1, 2, 3)
     assert status["deployment"] == "feat-featurizer" and status["endpoints"] == ["tcp://feed-0.ns.svc:5555"]
+
+
+def test_featurizer_resources_come_from_the_environment() -> None:
+    raw = '{"requests": {"cpu": "50m"}, "limits": {"memory": "2Gi"}}'
+    got = OperatorConfig.from_env({"SVOE_FEATURIZER_RESOURCES": raw}).resources["featurizer"]
+    assert got.as_k8s() == {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    with pytest.raises(ConfigError, match="SVOE_FEATURIZER_RESOURCES"):
+        OperatorConfig.from_env({"SVOE_FEATURIZER_RESOURCES": "[1]"})

@@ -132,6 +132,14 @@ def test_featureset_follows_its_source_and_reports_the_featurizer(
     assert "InvalidSpec" in event_reasons(kube, NS, "bad")
     assert kube.try_get(DEPLOYMENTS, NS, "bad-featurizer") is None
 
+    # What only the model can check (a window of whole intervals): InvalidSpec naming the field.
+    odd = featureset("odd", ["BTC-USDT"])
+    odd["spec"]["interval"] = "2s"
+    apply(kube, odd)
+    kube.wait_for(lambda: fs_condition(kube, "odd", "InvalidSpec").get("status") == "True", what="InvalidSpec")
+    assert "spec.features[1].window" in fs_condition(kube, "odd", "InvalidSpec")["message"]
+    assert kube.try_get(DEPLOYMENTS, NS, "odd-featurizer") is None
+
     # Deleted: the operator removes its featurizer (the emulator runs no garbage collector).
     kube.delete(FEATURESETS, NS, "feat")
     kube.wait_for(lambda: kube.try_get(DEPLOYMENTS, NS, "feat-featurizer") is None, what="featurizer deleted")
