@@ -42,6 +42,7 @@ test: setup helm lint typecheck
 
 crds: setup
 	$(RUN)/python -m svoe.api.crd > crds/datafeed.yaml
+	$(RUN)/python -m svoe.api.crd featureset > crds/featureset.yaml
 
 ## Heavy benchmarks (not part of `make test`); figures go in docs/performance.md.
 bench: setup

@@ -80,3 +80,24 @@ class DataFeedStatus(Health):
     replicas: int = 0
     ready_replicas: int = 0
     symbol_count: int = 0
+
+
+class FeatureSetStatus(_StatusModel):
+    """A FeatureSet's featurizer: its Deployment, where it reads from, and what its `/stats` said last.
+
+    The figures are the featurizer's own (never estimated by the operator): absent until it answered."""
+
+    observed_generation: Annotated[int | None, Field(description="The generation the status describes.")] = None
+    conditions: list[Condition] = []
+    deployment: Annotated[str | None, Field(description="The featurizer's Deployment.")] = None
+    endpoints: Annotated[
+        list[str], Field(description="The source DataFeed's shard endpoints the featurizer connects to (tcp://).")
+    ] = []
+    ready_replicas: int = 0
+    symbol_count: int = 0
+    feature_count: Annotated[int, Field(description="Output columns per symbol and tick.")] = 0
+    rows_per_second: Annotated[float | None, Field(description="Rows emitted per second, last minute.")] = None
+    last_tick: Annotated[str | None, Field(description="The newest emitted tick (RFC 3339).")] = None
+    lag_seconds: Annotated[float | None, Field(description="Wall clock minus the newest emitted tick.")] = None
+    last_source_event: Annotated[str | None, Field(description="Receipt time of the newest source event.")] = None
+    late_events: Annotated[int | None, Field(description="Source events that arrived after their tick closed.")] = None

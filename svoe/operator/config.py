@@ -36,6 +36,8 @@ def _default_resources() -> dict[str, ContainerResources]:
         "collector": ContainerResources("250m", "256Mi", "1", "1Gi"),
         "aggregator": ContainerResources("250m", "512Mi", "1", "2Gi"),
         "redis": ContainerResources("100m", "256Mi", "500m", "1Gi"),
+        # A FeatureSet's featurizer: one process, a few windows per symbol in memory.
+        "featurizer": ContainerResources("100m", "256Mi", "1", "1Gi"),
     }
 
 
@@ -98,6 +100,7 @@ class OperatorConfig:
             feed_service_account=e.get("SVOE_FEED_SERVICE_ACCOUNT", ""),
             metrics_port=int(number("SVOE_OPERATOR_METRICS_PORT", 8090, 0)),
             resync_seconds=number("SVOE_RESYNC_SECONDS", 5.0, 0.1),
+            resources=_featurizer_resources(e.get("SVOE_FEATURIZER_RESOURCES", "")),
             health_interval_seconds=number("SVOE_HEALTH_INTERVAL_SECONDS", 15.0, 0),
             stale_after_seconds=number("SVOE_STALE_AFTER_SECONDS", 120.0, 1),
         )
@@ -142,3 +145,27 @@ def _extra_env(raw: str) -> dict[str, str]:
         if name in _RESERVED_ENV:
             raise ConfigError(f"SVOE_FEED_EXTRA_ENV: {name} is set by the operator itself; leave it out")
     return dict(env)
+
+
+def _featurizer_resources(raw: str) -> dict[str, ContainerResources]:
+    """The default resources, the featurizer's from SVOE_FEATURIZER_RESOURCES (a container's
+    `resources` as JSON: {"requests": {"cpu", "memory"}, "limits": {"cpu", "memory"}}) when set."""
+    out = _default_resources()
+    if not raw:
+        return out
+    base = out["featurizer"]
+    try:
+        doc = json.loads(raw)
+        req, lim = doc.get("requests") or {}, doc.get("limits") or {}
+        out["featurizer"] = ContainerResources(
+            str(req.get("cpu", base.cpu_request)),
+            str(req.get("memory", base.memory_request)),
+            str(lim.get("cpu", base.cpu_limit)),
+            str(lim.get("memory", base.memory_limit)),
+        )
+    except (json.JSONDecodeError, AttributeError):
+        raise ConfigError(
+            "SVOE_FEATURIZER_RESOURCES must be a JSON object like "
+            '{"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}'
+        ) from None
+    return out

@@ -9,17 +9,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from svoe.api.datafeed import API_GROUP, API_VERSION, PLURAL, DataFeed
-from svoe.api.load import format_validation_error
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
+from svoe.operator.coordination import Coordination, Key
 from svoe.operator.errors import ApiConflictError, ApiError, ApiNotFoundError
-from svoe.operator.health import PodStats
+from svoe.operator.health import PodStats, parse_stats
 from svoe.operator.kube import KubeClient
 from svoe.operator.metrics import OperatorMetrics
 from svoe.operator.observe import Observed, observe
+from svoe.operator.parse import InvalidSpec, parse_resource, plain
 from svoe.operator.plan import Change, Notice, plan, resolve_conflict
 from svoe.operator.status import (
     assignment_notice,
@@ -34,77 +34,33 @@ from svoe.operator.status import (
 LOG = logging.getLogger(__name__)
 JSON = dict[str, Any]
 RECENT_TTL = 15.0
-Key = tuple[str, str]
-
-
-def plain(value: Any) -> Any:
-    """kopf's body views -> plain JSON data."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
-class InvalidSpec(ValueError):
-    """A DataFeed whose spec does not validate; the message names the fields and what is allowed."""
 
 
 def parse_feed(body: kopf.Body) -> DataFeed:
-    """The DataFeed; InvalidSpec when its spec does not validate."""
-    meta = body.get("metadata") or {}
-    doc = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-        "spec": plain(body.get("spec") or {}),
-    }
-    try:
-        return DataFeed.model_validate(doc)
-    except ValidationError as err:
-        raise InvalidSpec(format_validation_error(err).replace("\n", "; ")) from None
+    return parse_resource(DataFeed, body)
 
 
-class Controller:
+class Controller(Coordination):
     """State shared by the handlers: the API client, wake-up flags and locks per DataFeed."""
 
     def __init__(self, config: OperatorConfig, metrics: OperatorMetrics | None = None) -> None:
+        super().__init__()
         self.config = config
         self.metrics = metrics or OperatorMetrics()
         self.client: KubeClient | None = None
-        self._wakeups: dict[Key, asyncio.Event] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
         # What this operator just wrote, until the watch cache shows it (see `_merge`).
         self._recent: dict[Key, dict[tuple[str, str], tuple[float, Observed | None, str | None]]] = {}
         self._written: dict[Key, tuple[str, str, JSON]] = {}  # uid, resourceVersion, status
         # Health: the pods worth reading (from the last plan) and what they answered.
         self.serving: dict[Key, list[str]] = {}
         self.health: dict[Key, dict[str, PodStats]] = {}
+        self.stats_port = render.COLLECTOR_PORT
 
-    # -- coordination --------------------------------------------------------------------------
-
-    def wakeup(self, key: Key) -> asyncio.Event:
-        ev = self._wakeups.get(key)
-        if ev is None:
-            ev = self._wakeups[key] = asyncio.Event()
-        return ev
-
-    def wake(self, namespace: str | None, name: str | None) -> None:
-        # Only a running loop's event: children of a deleted DataFeed keep sending events while
-        # they terminate, and must not bring its entry back. A loop that starts passes at once.
-        ev = self._wakeups.get((namespace or "", name or ""))
-        if ev is not None:
-            ev.set()
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        lk = self._locks.get(key)
-        if lk is None:
-            lk = self._locks[key] = asyncio.Lock()
-        return lk
+    def parse(self, doc: Mapping[str, Any], read_at: float) -> PodStats:
+        return parse_stats(doc, read_at)
 
     def forget(self, key: Key) -> None:
-        self._wakeups.pop(key, None)
-        self._locks.pop(key, None)
+        self.release(key)
         self._recent.pop(key, None)
         self._written.pop(key, None)
         self.serving.pop(key, None)

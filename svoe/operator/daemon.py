@@ -1,4 +1,4 @@
-"""The per-DataFeed reconcile loop that kopf's daemon handler runs (handlers.py stays thin).
+"""The per-DataFeed (and per-FeatureSet) reconcile loop that kopf's daemon handler runs (handlers.py stays thin).
 
 Level-triggered: a pass on every wake-up (a child or the DataFeed changed) and at least every
 `resync_seconds`. A failed pass is retried with a capped exponential backoff, never a storm.
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import aiohttp
 import kopf
 
 from svoe.operator.controller import Controller
 from svoe.operator.errors import ApiError
-from svoe.operator.health_reader import read_until_stopped
+from svoe.operator.health_reader import Readable, read_until_stopped
+from svoe.operator.metrics import OperatorMetrics
 from svoe.operator.observe import Observed
 
 RETRYABLE = (ApiError, kopf.TemporaryError, aiohttp.ClientError, OSError, TimeoutError)
@@ -32,33 +33,51 @@ async def reconcile_until_stopped(
     stopped: kopf.DaemonStopped,
     logger: Any,
 ) -> None:
+    await serve(controller, key, lambda: controller.reconcile(body, children()), stopped, logger, "reconcile")
+    controller.forget(key)
+
+
+class Served(Readable, Protocol):
+    metrics: OperatorMetrics
+
+    def wakeup(self, key: tuple[str, str]) -> asyncio.Event: ...
+
+
+async def serve(
+    controller: Served,
+    key: tuple[str, str],
+    reconcile: Callable[[], Awaitable[Any]],
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    timer: str,
+) -> None:
+    """The reconcile loop of one resource, with its pods' health reader beside it, until stopped."""
     wake = controller.wakeup(key)
     resync = controller.config.resync_seconds
     reader = asyncio.create_task(read_until_stopped(controller, key, stopped))
     try:
-        await _loop(controller, body, children, stopped, logger, wake, resync)
+        await _loop(controller.metrics, reconcile, stopped, logger, wake, resync, timer)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-    controller.forget(key)
 
 
 async def _loop(
-    controller: Controller,
-    body: kopf.Body,
-    children: Callable[[], Iterable[Observed]],
+    metrics: OperatorMetrics,
+    reconcile: Callable[[], Awaitable[Any]],
     stopped: kopf.DaemonStopped,
     logger: Any,
     wake: asyncio.Event,
     resync: float,
+    timer: str,
 ) -> None:
     failures = 0
     while not stopped:
         wake.clear()
         try:
-            with controller.metrics.timed("reconcile"):
-                await controller.reconcile(body, children())
+            with metrics.timed(timer):
+                await reconcile()
             failures = 0
         except RETRYABLE as e:
             failures += 1

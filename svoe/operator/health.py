@@ -30,16 +30,26 @@ class PodStats:
     since: str | None = None  # when the collector started
 
 
+def stats_number(doc: Mapping[str, Any], key: str) -> float | None:
+    """A number of a `/stats` answer; None when missing or of the wrong type (a newer or older pod)."""
+    v = doc.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def stats_time(doc: Mapping[str, Any], key: str) -> str | None:
+    """An RFC 3339 time of a `/stats` answer; None when missing or not a time."""
+    v = doc.get(key)
+    return v if isinstance(v, str) and parse_rfc3339(v) is not None else None
+
+
 def parse_stats(doc: Mapping[str, Any], read_at: float) -> PodStats:
     """The answer's fields, each None when missing or of the wrong type (a newer or older pod)."""
 
     def number(key: str) -> float | None:
-        v = doc.get(key)
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+        return stats_number(doc, key)
 
     def text(key: str) -> str | None:
-        v = doc.get(key)
-        return v if isinstance(v, str) and parse_rfc3339(v) is not None else None
+        return stats_time(doc, key)
 
     rate, backlog, gaps = number("eventsPerSecond"), number("backlog"), number("gapsLastHour")
     return PodStats(
@@ -103,3 +113,30 @@ def event_age(health: Health, since: str | None, now: datetime.datetime) -> floa
     if t is None and since:
         t = parse_rfc3339(since)
     return None if t is None else (now - t).total_seconds()
+
+
+@dataclass(frozen=True)
+class FeaturizerStats:
+    """One `/stats` answer of a FeatureSet's featurizer (docs/contracts.md), as read at `read_at`."""
+
+    read_at: float
+    rows_per_second: float | None
+    last_tick: str | None
+    lag_seconds: float | None
+    stale: bool | None
+    last_source_event: str | None
+    late_events: int | None
+
+
+def parse_featurizer_stats(doc: Mapping[str, Any], read_at: float) -> FeaturizerStats:
+    rate, lag, late = (stats_number(doc, k) for k in ("rowsPerSecond", "lagSeconds", "lateEvents"))
+    stale = doc.get("stale")
+    return FeaturizerStats(
+        read_at=read_at,
+        rows_per_second=None if rate is None else round(rate, 1),
+        last_tick=stats_time(doc, "lastTick"),
+        lag_seconds=None if lag is None else round(lag, 1),
+        stale=stale if isinstance(stale, bool) else None,
+        last_source_event=stats_time(doc, "lastSourceEvent"),
+        late_events=None if late is None else int(late),
+    )

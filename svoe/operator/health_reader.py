@@ -1,4 +1,4 @@
-"""Reading the feed pods' `/stats` (the I/O half of health.py), beside each DataFeed's reconcile loop.
+"""Reading the pods' `/stats` (the I/O half of health.py), beside each DataFeed's (and FeatureSet's) reconcile loop.
 
 Every `health_interval_seconds` it reads each serving replica's collector through the API
 server's pod proxy, all pods at once with a short timeout, stores the answers in the
@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import kopf
 
 from svoe.operator import render
-from svoe.operator.controller import Controller
+from svoe.operator.config import OperatorConfig
 from svoe.operator.errors import ApiError
-from svoe.operator.health import PodStats, parse_stats
+from svoe.operator.health import parse_stats
+from svoe.operator.kube import KubeClient
 
 LOG = logging.getLogger(__name__)
 READ_TIMEOUT = 3.0
@@ -30,20 +33,44 @@ STATS_PATH = "/stats"
 CONCURRENT_READS = asyncio.Semaphore(16)
 
 
-async def read_pod(controller: Controller, namespace: str, pod: str) -> PodStats | None:
+class Readable(Protocol):
+    """What the reader needs of a controller: which pods to read, where to keep their answers.
+
+    `stats_port` and `parse` say which process of the pod answers (the collector by default)."""
+
+    config: OperatorConfig
+    serving: dict[tuple[str, str], list[str]]
+    health: dict[tuple[str, str], dict[str, Any]]
+    stats_port: int
+
+    def api(self) -> KubeClient: ...
+
+    def wake(self, namespace: str | None, name: str | None) -> None: ...
+
+    def parse(self, doc: Mapping[str, Any], read_at: float) -> Any: ...
+
+
+async def read_pod(
+    controller: Readable,
+    namespace: str,
+    pod: str,
+    port: int = render.COLLECTOR_PORT,
+    parse: Callable[[Mapping[str, Any], float], Any] = parse_stats,
+) -> Any:
     try:
         async with CONCURRENT_READS:
-            doc = await controller.api().proxy_get(namespace, pod, render.COLLECTOR_PORT, STATS_PATH, READ_TIMEOUT)
-        return parse_stats(doc, time.time()) if isinstance(doc, dict) else None
+            doc = await controller.api().proxy_get(namespace, pod, port, STATS_PATH, READ_TIMEOUT)
+        return parse(doc, time.time()) if isinstance(doc, dict) else None
     except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, OverflowError, kopf.TemporaryError) as e:
         # A pod that does not answer, or answers nonsense (a newer or broken collector): no figures.
         LOG.debug("no stats from pod %s/%s: %s", namespace, pod, e)
         return None
 
 
-async def read_once(controller: Controller, key: tuple[str, str]) -> None:
+async def read_once(controller: Readable, key: tuple[str, str]) -> None:
     pods = list(controller.serving.get(key, ()))
-    answers = await asyncio.gather(*(read_pod(controller, key[0], p) for p in pods))
+    port = controller.stats_port
+    answers = await asyncio.gather(*(read_pod(controller, key[0], p, port, controller.parse) for p in pods))
     health = controller.health.setdefault(key, {})
     for pod, stats in zip(pods, answers, strict=True):
         if stats is None:
@@ -53,7 +80,7 @@ async def read_once(controller: Controller, key: tuple[str, str]) -> None:
     controller.wake(*key)
 
 
-async def read_until_stopped(controller: Controller, key: tuple[str, str], stopped: kopf.DaemonStopped) -> None:
+async def read_until_stopped(controller: Readable, key: tuple[str, str], stopped: kopf.DaemonStopped) -> None:
     interval = controller.config.health_interval_seconds
     if interval <= 0:
         return

@@ -39,7 +39,12 @@ def resource_path(
     return path
 
 
-PLURALS = {"Pod": "pods", "ConfigMap": "configmaps", "Service": "services"}
+PLURALS = {"Pod": "pods", "ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments"}
+API_VERSIONS = {"Deployment": "apps/v1"}  # the rest are core v1
+
+
+def kind_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    return resource_path(API_VERSIONS.get(kind, "v1"), PLURALS[kind], namespace, name)
 
 
 class KubeClient:
@@ -146,15 +151,14 @@ class KubeClient:
         return dict(await self.request("POST", path, obj))
 
     async def get(self, kind: str, namespace: str, name: str) -> JSON:
-        return dict(await self.request("GET", resource_path("v1", PLURALS[kind], namespace, name)))
+        return dict(await self.request("GET", kind_path(kind, namespace, name)))
 
     async def list(self, kind: str, namespace: str, selector: str) -> list[JSON]:
-        path = resource_path("v1", PLURALS[kind], namespace)
+        path = kind_path(kind, namespace)
         return list((await self.request("GET", path, params={"labelSelector": selector}))["items"])
 
     async def patch(self, kind: str, namespace: str, name: str, patch: JSON) -> JSON:
-        path = resource_path("v1", PLURALS[kind], namespace, name)
-        return dict(await self.request("PATCH", path, patch, MERGE_PATCH))
+        return dict(await self.request("PATCH", kind_path(kind, namespace, name), patch, MERGE_PATCH))
 
     async def delete(
         self, kind: str, namespace: str, name: str, uid: str | None = None, grace_seconds: int | None = None
@@ -166,7 +170,7 @@ class KubeClient:
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
         with contextlib.suppress(ApiNotFoundError):  # already gone
-            await self.request("DELETE", resource_path("v1", PLURALS[kind], namespace, name), body)
+            await self.request("DELETE", kind_path(kind, namespace, name), body)
 
     async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, status: JSON) -> JSON:
         path = resource_path(api_version, plural, namespace, name, "status")

@@ -1,4 +1,4 @@
-"""Observing the children: a watched Pod, ConfigMap or Service -> the few facts planning needs.
+"""Observing the children: a watched Pod, ConfigMap, Service or Deployment -> the few facts planning needs.
 
 Pure: `observe` runs in kopf's index handlers on every watch event, and the planner reads only
 `Observed` records, so a reconcile pass costs no API reads. `meta_drift` and `restore_patch` say
@@ -42,6 +42,7 @@ class Observed:
     failure: str | None = None  # why a pod is failing, if it is
     terminated: bool = False  # a pod in phase Failed or Succeeded: it never runs again
     unschedulable: str | None = None  # the scheduler's message for a pod no node can take
+    available_replicas: int = 0  # a Deployment's
 
     @property
     def datafeed(self) -> str | None:
@@ -73,6 +74,12 @@ def content_digest(kind: str, body: Mapping[str, Any]) -> str:
     if kind == "ConfigMap":
         return render.content_hash(dict(body.get("data") or {}))
     spec = body.get("spec") or {}
+    if kind == "Deployment":
+        template = spec.get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        return render.content_hash(
+            [spec.get("replicas"), annotations.get(render.A_HASH), content_digest("Pod", template)]
+        )
     if kind == "Service":
         ports = [{k: p.get(k) for k in ("name", "port", "targetPort", "protocol")} for p in spec.get("ports") or []]
         return render.content_hash(
@@ -137,6 +144,7 @@ def observe(body: Mapping[str, Any]) -> Observed:
         failure=pod_failure(body) if kind == "Pod" else None,
         terminated=kind == "Pod" and (body.get("status") or {}).get("phase") in ("Failed", "Succeeded"),
         unschedulable=pod_unschedulable(body) if kind == "Pod" else None,
+        available_replicas=int((body.get("status") or {}).get("availableReplicas") or 0) if kind == "Deployment" else 0,
     )
 
 
@@ -155,7 +163,7 @@ def meta_drift(obs: Observed, desired: Mapping[str, Any]) -> JSON | None:
 
 
 def restore_patch(obs: Observed, desired: Mapping[str, Any]) -> JSON | None:
-    """A merge patch that brings a configmap or service back to what the operator wrote."""
+    """A merge patch that brings a configmap, service or deployment back to what the operator wrote."""
     patch: JSON = {}
     meta = meta_drift(obs, desired)
     if meta:
@@ -165,6 +173,9 @@ def restore_patch(obs: Observed, desired: Mapping[str, Any]) -> JSON | None:
             data = dict(desired["data"])
             data.update({k: None for k in obs.keys if k not in data})
             patch["data"] = data
+        elif obs.kind == "Deployment":
+            # A merge patch replaces lists whole: the containers and their args are the desired ones.
+            patch["spec"] = desired["spec"]
         else:
             spec = dict(desired["spec"])
             sel = dict(spec["selector"])

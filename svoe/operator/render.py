@@ -18,6 +18,12 @@ import yaml
 
 from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, DataFeed
 from svoe.operator.config import MANAGER, OperatorConfig
+from svoe.operator.podspec import (
+    container_security,
+    http_probe,
+    place_on_feed_nodes,
+    pod_security,
+)
 
 CONFIG_DIR = "/etc/svoe"
 MANIFEST_PATH = f"{CONFIG_DIR}/datafeed.yaml"
@@ -32,7 +38,6 @@ DATA_DIR = "/data"
 WORK_DIR = "/var/lib/svoe"
 COLLECTOR_PORT = 8080
 AGGREGATOR_PORT = 8081
-FEED_UID = 10001
 
 L_NAME = "app.kubernetes.io/name"
 L_INSTANCE = "app.kubernetes.io/instance"
@@ -45,8 +50,6 @@ L_REVISION = "svoe.io/revision"
 A_SYMBOLS = "svoe.io/symbols"
 A_REVISION = "svoe.io/revision"
 A_HASH = "svoe.io/content-hash"
-NODE_ROLE_LABEL = "svoe.io/node-role"
-FEED_TAINT_KEY = "svoe.io/feed"
 
 MANAGED_SELECTOR = f"{L_MANAGED_BY}={MANAGER}"
 
@@ -187,25 +190,6 @@ def termination_grace_seconds(feed: DataFeed) -> int:
     return math.ceil(feed.spec.storage.flush_interval_seconds) + 60
 
 
-def _container_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _http_probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": port},
-        "periodSeconds": period,
-        "timeoutSeconds": 3,
-        "failureThreshold": failures,
-    }
-
-
 def _local_lake_dir(lake: str) -> str | None:
     """The absolute directory a local lake resolves to inside the pod, or None for s3."""
     if lake.startswith("s3://"):
@@ -235,11 +219,11 @@ def _feed_container(
             *({"name": k, "value": v} for k, v in sorted(config.feed_extra_env.items())),
         ],
         "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
-        "startupProbe": _http_probe("/healthz", port, period=2, failures=90),
-        "readinessProbe": _http_probe("/readyz", port, period=5, failures=3),
-        "livenessProbe": _http_probe("/healthz", port, period=10, failures=3),
+        "startupProbe": http_probe("/healthz", port, period=2, failures=90),
+        "readinessProbe": http_probe("/readyz", port, period=5, failures=3),
+        "livenessProbe": http_probe("/healthz", port, period=10, failures=3),
         "resources": config.resources[name].as_k8s(),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": mounts,
     }
     return c
@@ -310,7 +294,7 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
             }
         },
         "resources": config.resources["redis"].as_k8s(),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "run", "mountPath": RUN_DIR},
@@ -322,13 +306,7 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         "terminationGracePeriodSeconds": termination_grace_seconds(feed),
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": FEED_UID,
-            "runAsGroup": FEED_UID,
-            "fsGroup": FEED_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [redis, collector, aggregator],
         "volumes": volumes,
     }
@@ -336,14 +314,7 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         # AWS credentials come from the account's projected web-identity token, which the
         # pod-identity webhook mounts itself; the API token stays unmounted.
         pod_spec["serviceAccountName"] = config.feed_service_account
-    node_selector = dict(spec.placement.node_selector)
-    if config.feed_node_role:
-        node_selector[NODE_ROLE_LABEL] = config.feed_node_role
-        pod_spec["tolerations"] = [
-            {"key": FEED_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-        ]
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
+    place_on_feed_nodes(pod_spec, spec.placement.node_selector, config)
     # Replicas of a shard on different nodes (required: skew 1) and, where the cluster has zones,
     # in different zones (preferred). Only nodes the pod may run on count as domains (taints and
     # node affinity honoured): a tainted or cordoned node holding no copy would otherwise block

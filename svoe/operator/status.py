@@ -62,7 +62,7 @@ def set_condition(
     return sorted(out, key=lambda c: CONDITION_ORDER.index(c.type))
 
 
-def _conditions(previous: Mapping[str, Any]) -> list[Condition]:
+def read_conditions(previous: Mapping[str, Any]) -> list[Condition]:
     out = []
     for raw in previous.get("conditions") or []:
         try:
@@ -118,7 +118,7 @@ def build_status(
         )
     total = len(p.shards)
     ready = sum(1 for s in p.shards if s.serving and s.phase != "RollingOut")
-    conditions = _conditions(previous)
+    conditions = read_conditions(previous)
 
     def put(type_: ConditionType, status: bool | None, reason: str, message: str) -> None:
         nonlocal conditions
@@ -205,7 +205,7 @@ def _stale(ages: Mapping[int, float | None], stale_after: float) -> tuple[bool |
 def invalid_status(previous: Mapping[str, Any], message: str, generation: int | None, now: str | None = None) -> JSON:
     """InvalidSpec: the children (if any, from an earlier valid spec) are left as they are."""
     now = now or now_rfc3339()
-    conditions = _conditions(previous)
+    conditions = read_conditions(previous)
     for type_, status, reason, text in (
         ("InvalidSpec", True, "InvalidSpec", message),
         ("Ready", False, "InvalidSpec", "the spec is invalid; see InvalidSpec"),

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from svoe.api.crd import crd
+from svoe.api.crd_featureset import featureset_crd
 from svoe.net import free_port
 from svoe.testing.kube import EVENTS, PODS, KubeEmulator
 
 DATAFEEDS = ("svoe.io", "v1alpha1", "datafeeds")
+FEATURESETS = ("svoe.io", "v1alpha1", "featuresets")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,6 +88,7 @@ def kube() -> Iterator[KubeEmulator]:
     # No garbage collector: children must be removed by the operator itself, not by the emulator.
     with KubeEmulator(garbage_collection=False) as k:
         k.apply_crd(crd())
+        k.apply_crd(featureset_crd())
         yield k
 
 

@@ -22,6 +22,7 @@ REQUIRED = {
     "RedisMemoryHigh",
     "FeedPodCrashLooping",
     "DataFeedDegraded",
+    "SvoeFeatureSetStale",
 }
 # Metrics from outside svoe that rules and dashboards may use.
 EXTERNAL_METRICS = {"kube_pod_container_status_restarts_total", "kube_pod_labels"}

@@ -14,6 +14,7 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 from kubernetes_validate import validate as kv_validate
 
+from svoe.operator.config import OperatorConfig
 from tests.ship.conftest import CHART, KUBE_VERSION, ROOT, helm, render_chart, run_checkov, tool
 
 # Value sets that switch the chart's branches; every one must lint, render and validate.
@@ -141,7 +142,16 @@ def test_monitoring_coreos_kinds(variants: dict[str, list[dict[str, Any]]]) -> N
     uses on them), and the fields the operator relies on are checked against docs/contracts.md.
     """
     objs = variants["defaults"]
-    pm = one(objs, "PodMonitor")
+    monitors = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in by_kind(objs, "PodMonitor")}
+    assert set(monitors) == {"feed", "featurizer"}
+    featurizers = monitors["featurizer"]["spec"]
+    assert featurizers["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "svoe",
+        "app.kubernetes.io/component": "featurizer",  # svoe/operator/featureset_render.py
+    }
+    assert [(e["port"], e["path"]) for e in featurizers["podMetricsEndpoints"]] == [("metrics", "/metrics")]
+    assert featurizers["namespaceSelector"] == {"any": True}
+    pm = monitors["feed"]
     ep = pm["spec"]["podMetricsEndpoints"]
     assert [(e["port"], e["path"]) for e in ep] == [("metrics", "/metrics")]
     assert pm["spec"]["selector"]["matchLabels"] == {
@@ -154,7 +164,8 @@ def test_monitoring_coreos_kinds(variants: dict[str, list[dict[str, Any]]]) -> N
         "shard": ["__meta_kubernetes_pod_label_svoe_io_shard"],
     }
     assert pm["spec"]["namespaceSelector"] == {"any": True}
-    assert by_kind(variants["namespaced"], "PodMonitor")[0]["spec"]["namespaceSelector"] == {"matchNames": ["md-eu"]}
+    for m in by_kind(variants["namespaced"], "PodMonitor"):
+        assert m["spec"]["namespaceSelector"] == {"matchNames": ["md-eu"]}
 
     sm = one(objs, "ServiceMonitor")
     svc = one(objs, "Service")
@@ -192,15 +203,16 @@ def test_chart_copies_equal_their_sources() -> None:
         assert c.read_bytes() == s.read_bytes(), f"{c} differs from {s}: run tools/sync_chart_crds.sh"
 
 
-def test_chart_crd_equals_generated_crd(variants: dict[str, list[dict[str, Any]]]) -> None:
-    src = ROOT / "crds" / "datafeed.yaml"
+@pytest.mark.parametrize("kind", ["datafeed", "featureset"])
+def test_chart_crd_equals_generated_crd(variants: dict[str, list[dict[str, Any]]], kind: str) -> None:
+    src = ROOT / "crds" / f"{kind}.yaml"
     if not src.exists():
-        pytest.skip("crds/datafeed.yaml does not exist yet (`make crds` generates it); nothing to compare")
-    copy = CHART / "crds" / "datafeed.yaml"
-    assert copy.exists(), "the chart does not carry the DataFeed CRD: run tools/sync_chart_crds.sh"
-    assert copy.read_bytes() == src.read_bytes(), "charts/svoe/crds/datafeed.yaml differs: run tools/sync_chart_crds.sh"
+        pytest.skip(f"crds/{kind}.yaml does not exist yet (`make crds` generates it); nothing to compare")
+    copy = CHART / "crds" / f"{kind}.yaml"
+    assert copy.exists(), f"the chart does not carry the {kind} CRD: run tools/sync_chart_crds.sh"
+    assert copy.read_bytes() == src.read_bytes(), f"charts/svoe/crds/{kind}.yaml differs: run tools/sync_chart_crds.sh"
     rendered = [o for o in variants["defaults"] if o["kind"] == "CustomResourceDefinition"]
-    assert "datafeeds.svoe.io" in {o["metadata"]["name"] for o in rendered}
+    assert f"{kind}s.svoe.io" in {o["metadata"]["name"] for o in rendered}
 
 
 def test_sync_script_restores_the_copies(tmp_path: Path) -> None:
@@ -215,11 +227,13 @@ def test_sync_script_restores_the_copies(tmp_path: Path) -> None:
     (work / "charts/svoe/crds").mkdir(parents=True, exist_ok=True)
     (work / "crds").mkdir(exist_ok=True)
     (work / "crds" / "datafeed.yaml").write_text("# stand-in for the generated CRD\n")
+    (work / "crds" / "featureset.yaml").write_text("# stand-in for the FeatureSet CRD\n")
     (work / "charts/svoe/files/alerts.yaml").write_text("stale\n")
     stale = work / "charts/svoe/files/dashboards/removed.json"
     stale.write_text("{}")
     subprocess.run(["bash", str(work / "tools/sync_chart_crds.sh")], check=True, capture_output=True)
     assert (work / "charts/svoe/crds/datafeed.yaml").read_text() == "# stand-in for the generated CRD\n"
+    assert (work / "charts/svoe/crds/featureset.yaml").read_text() == "# stand-in for the FeatureSet CRD\n"
     assert (work / "charts/svoe/files/alerts.yaml").read_bytes() == (ROOT / "monitoring/alerts.yaml").read_bytes()
     assert not stale.exists()
 
@@ -236,12 +250,13 @@ def test_rbac_is_exactly_what_the_operator_uses(variants: dict[str, list[dict[st
 
     common = {
         ("svoe.io", r, v)
-        for r in ("datafeeds", "datafeeds/status")
+        for r in ("datafeeds", "datafeeds/status", "featuresets", "featuresets/status")
         for v in ("get", "list", "watch", "patch", "update")
     }
+    common.add(("svoe.io", "featuresets/finalizers", "update"))  # blockOwnerDeletion on the featurizer
     common |= {
-        ("", r, v)
-        for r in ("pods", "configmaps", "services")
+        (g, r, v)
+        for g, r in (("", "pods"), ("", "configmaps"), ("", "services"), ("apps", "deployments"))
         for v in ("create", "get", "list", "watch", "patch", "delete")
     }
     common |= {("", "events", v) for v in ("create", "patch")}
@@ -288,6 +303,12 @@ def test_operator_deployment(variants: dict[str, list[dict[str, Any]]]) -> None:
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SVOE_FEED_IMAGE"] == "svoe-feedpod:0.1.0"
     assert env["SVOE_OPERATOR_METRICS_PORT"] == "8090"
+    # featurizer.resources, as the operator reads it (svoe/operator/config.py).
+    featurizer = OperatorConfig.from_env({"SVOE_FEATURIZER_RESOURCES": env["SVOE_FEATURIZER_RESOURCES"]})
+    assert featurizer.resources["featurizer"].as_k8s() == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
 
     # Restricted Pod Security Standard, field by field.
     psc = pod["securityContext"]
@@ -357,8 +378,8 @@ def test_notes_render(tmp_path: Path) -> None:
     notes.unlink()
     (chart / "templates" / "notes-under-test.yaml").write_text('notes: {{ include "notes" . | toJson }}\n')
     for values, expected in (
-        ({}, "DataFeeds in all namespaces"),
-        ({"operator": {"watchNamespace": "md-eu"}}, "DataFeeds in namespace md-eu"),
+        ({}, "DataFeeds and FeatureSets in all namespaces"),
+        ({"operator": {"watchNamespace": "md-eu"}}, "DataFeeds and FeatureSets in namespace md-eu"),
     ):
         proc = subprocess.run(
             [

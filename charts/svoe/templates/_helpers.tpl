@@ -80,3 +80,16 @@ app.kubernetes.io/component: operator
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The namespaces the PodMonitors look in: the listed ones, the watched one, or all. */}}
+{{- define "svoe.podMonitorNamespaces" -}}
+{{- if .Values.monitoring.podMonitor.namespaces -}}
+matchNames:
+  {{- toYaml .Values.monitoring.podMonitor.namespaces | nindent 2 }}
+{{- else if not (include "svoe.clusterWide" .) -}}
+matchNames:
+  - {{ .Values.operator.watchNamespace }}
+{{- else -}}
+any: true
+{{- end -}}
+{{- end }}

@@ -43,6 +43,7 @@ from svoe.testing.kube.emulator import KubeEmulator, pod_status
 from svoe.testing.kube.model import (
     CONFIGMAPS,
     CRDS,
+    DEPLOYMENTS,
     EVENTS,
     JSON,
     NAMESPACES,
@@ -61,6 +62,7 @@ from svoe.testing.kube.tables import jsonpath
 __all__ = [
     "CONFIGMAPS",
     "CRDS",
+    "DEPLOYMENTS",
     "EVENTS",
     "JSON",
     "NAMESPACES",

@@ -15,6 +15,7 @@ ObjKey = tuple[ResKey, str | None, str]
 PODS: ResKey = ("", "v1", "pods")
 CONFIGMAPS: ResKey = ("", "v1", "configmaps")
 SERVICES: ResKey = ("", "v1", "services")
+DEPLOYMENTS: ResKey = ("apps", "v1", "deployments")
 EVENTS: ResKey = ("", "v1", "events")
 NAMESPACES: ResKey = ("", "v1", "namespaces")
 CRDS: ResKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -98,6 +99,8 @@ BUILTINS: list[tuple[ResKey, str, bool, bool, list[str]]] = [
     (("events.k8s.io", "v1", "events"), "Event", True, False, ["ev"]),
     (("coordination.k8s.io", "v1", "leases"), "Lease", True, False, []),
     (CRDS, "CustomResourceDefinition", False, True, ["crd"]),
+    # Stored only: no controller runs their pods (tests set the status they need).
+    (DEPLOYMENTS, "Deployment", True, True, ["deploy"]),
 ]
 
 

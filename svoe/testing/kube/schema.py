@@ -52,6 +52,24 @@ def to_jsonschema(node: JSON) -> JSON:
     return out
 
 
+def duplicate_map_keys(node: JSON, value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Items of an `x-kubernetes-list-type: map` list that repeat another's keys (a JSON Schema cannot say it)."""
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        keys = node.get("x-kubernetes-list-map-keys") if node.get("x-kubernetes-list-type") == "map" else None
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if keys and isinstance(item, dict):
+                key = json.dumps([item.get(k) for k in keys])
+                if key in seen:
+                    yield f"{path}[{i}]", f"Duplicate value: {dict((k, item.get(k)) for k in keys)!r}"
+                seen.add(key)
+            yield from duplicate_map_keys(node["items"], item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, sub in (node.get("properties") or {}).items():
+            if k in value:
+                yield from duplicate_map_keys(sub, value[k], f"{path}.{k}" if path else k)
+
+
 def defaults_and_prune(node: JSON, value: Any, path: str, unknown: list[str]) -> Any:
     """Apply structural defaults and drop (reporting) fields the schema does not declare."""
     if not isinstance(value, dict) and not isinstance(value, list):
@@ -247,6 +265,7 @@ def admit(
             else:
                 msg = f"Invalid value: {err.message}"
             errors.append((where, msg))
+    errors.extend(duplicate_map_keys(rt.schema, {k: v for k, v in pruned.items() if k != "metadata"}, ""))
     if not errors:
         errors.extend(check_cel(rt, pruned, old, cel_memo))
     if errors:
