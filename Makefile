@@ -38,7 +38,7 @@ typecheck: setup
 	$(RUN)/mypy svoe
 
 test: setup helm lint typecheck
-	$(RUN)/pytest -q
+	$(RUN)/pytest -q -n 2 --dist loadfile
 
 crds: setup
 	$(RUN)/python -m svoe.api.crd > crds/datafeed.yaml
