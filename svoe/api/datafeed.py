@@ -243,19 +243,25 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = {}
 
 
-class DataFeed(BaseModel):
-    """A whole DataFeed manifest (apiVersion, kind, metadata, spec)."""
+class Resource(BaseModel):
+    """What every svoe manifest has: apiVersion, kind and metadata (each kind adds its spec)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     api_version: Annotated[Literal["svoe.io/v1alpha1"], Field(alias="apiVersion")]
-    kind: Literal["DataFeed"]
+    kind: str
     metadata: ObjectMeta
-    spec: DataFeedSpec
 
     @property
     def name(self) -> str:
         return self.metadata.name
+
+
+class DataFeed(Resource):
+    """A whole DataFeed manifest (apiVersion, kind, metadata, spec)."""
+
+    kind: Literal["DataFeed"]
+    spec: DataFeedSpec
 
     def streams(self) -> list[tuple[str, str]]:
         """Every (channel, symbol) pair this feed writes, in a stable order."""

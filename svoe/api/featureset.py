@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from svoe.api.datafeed import NAME_PATTERN, SYMBOL_PATTERN, LiveOptions, ObjectMeta, _Model
+from svoe.api.datafeed import NAME_PATTERN, SYMBOL_PATTERN, LiveOptions, Resource, _Model
 from svoe.api.durations import DURATION_PATTERN, parse_duration
 from svoe.api.exchanges import exchange_channels
 
@@ -229,19 +229,11 @@ def is_manifest_path(source: str) -> bool:
     return source.endswith((".yaml", ".yml")) or "/" in source
 
 
-class FeatureSet(BaseModel):
+class FeatureSet(Resource):
     """A whole FeatureSet manifest (apiVersion, kind, metadata, spec)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    api_version: Annotated[Literal["svoe.io/v1alpha1"], Field(alias="apiVersion")]
     kind: Literal["FeatureSet"]
-    metadata: ObjectMeta
     spec: FeatureSetSpec
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
 
 
 def check_against_source(spec: FeatureSetSpec, source_exchange: str, source_channels: list[str],

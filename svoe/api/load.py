@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from svoe.api.datafeed import DataFeed
+from svoe.api.datafeed import DataFeed, Resource
 from svoe.api.featureset import FeatureSet, check_against_source, is_manifest_path
 
 
@@ -46,15 +46,19 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_manifest(doc: Any, source: str = "manifest") -> DataFeed:
+def _parse[R: Resource](model: type[R], kind: str, doc: Any, source: str) -> R:
     if not isinstance(doc, dict):
         raise ManifestError(
-            f"{source}: expected a DataFeed object (apiVersion, kind, metadata, spec), got {type(doc).__name__}"
+            f"{source}: expected a {kind} object (apiVersion, kind, metadata, spec), got {type(doc).__name__}"
         )
     try:
-        return DataFeed.model_validate(doc)
+        return model.model_validate(doc)
     except ValidationError as err:
-        raise ManifestError(f"{source}: invalid DataFeed\n{format_validation_error(err)}") from None
+        raise ManifestError(f"{source}: invalid {kind}\n{format_validation_error(err)}") from None
+
+
+def parse_manifest(doc: Any, source: str = "manifest") -> DataFeed:
+    return _parse(DataFeed, "DataFeed", doc, source)
 
 
 def _single_document(path: str | Path, kind: str) -> tuple[Path, Any]:
@@ -80,14 +84,7 @@ def load_manifest(path: str | Path) -> DataFeed:
 
 
 def parse_featureset(doc: Any, source: str = "manifest") -> FeatureSet:
-    if not isinstance(doc, dict):
-        raise ManifestError(
-            f"{source}: expected a FeatureSet object (apiVersion, kind, metadata, spec), got {type(doc).__name__}"
-        )
-    try:
-        return FeatureSet.model_validate(doc)
-    except ValidationError as err:
-        raise ManifestError(f"{source}: invalid FeatureSet\n{format_validation_error(err)}") from None
+    return _parse(FeatureSet, "FeatureSet", doc, source)
 
 
 def load_featureset(path: str | Path) -> FeatureSet:
