@@ -29,6 +29,21 @@ Channel = Literal["trades", "l2_book", "l3_book", "ticker", "candles", "funding"
 assert set(Channel.__args__) == set(STORED_CHANNELS)  # type: ignore[attr-defined]
 
 
+def known_exchange(v: str) -> str:
+    """`v` if cryptofeed 3.0.1 has the exchange; else the error lists the ones it has."""
+    known = exchange_channels()
+    if v not in known:
+        raise ValueError(f"unknown exchange {v!r}; allowed: {', '.join(known)}")
+    return v
+
+
+def unique_symbols(v: list[str]) -> list[str]:
+    dupes = sorted({s for s in v if v.count(s) > 1})
+    if dupes:
+        raise ValueError(f"duplicate symbols {dupes}: list each symbol once")
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=AliasGenerator(alias=to_camel),
@@ -200,10 +215,7 @@ class DataFeedSpec(_Model):
     @field_validator("exchange")
     @classmethod
     def _known_exchange(cls, v: str) -> str:
-        known = exchange_channels()
-        if v not in known:
-            raise ValueError(f"unknown exchange {v!r}; allowed: {', '.join(known)}")
-        return v
+        return known_exchange(v)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -218,10 +230,7 @@ class DataFeedSpec(_Model):
                     f"malformed symbol {s!r}: use cryptofeed's normalized form, upper case with '-' "
                     "separators, e.g. BTC-USDT or BTC-USD-PERP"
                 )
-        dupes = sorted({s for s in v if v.count(s) > 1})
-        if dupes:
-            raise ValueError(f"duplicate symbols {dupes}: list each symbol once")
-        return v
+        return unique_symbols(v)
 
     @model_validator(mode="after")
     def _channels_supported(self) -> DataFeedSpec:

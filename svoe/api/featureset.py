@@ -15,9 +15,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from svoe.api.datafeed import NAME_PATTERN, SYMBOL_PATTERN, LiveOptions, Resource, _Model
+from svoe.api.datafeed import (
+    NAME_PATTERN,
+    SYMBOL_PATTERN,
+    LiveOptions,
+    Resource,
+    _Model,
+    known_exchange,
+    unique_symbols,
+)
 from svoe.api.durations import DURATION_PATTERN, parse_duration
-from svoe.api.exchanges import exchange_channels
 
 KIND = "FeatureSet"
 PLURAL = "featuresets"
@@ -156,10 +163,7 @@ class FeatureSetSpec(_Model):
     @field_validator("exchange")
     @classmethod
     def _known_exchange(cls, v: str) -> str:
-        known = exchange_channels()
-        if v not in known:
-            raise ValueError(f"unknown exchange {v!r}; allowed: {', '.join(known)}")
-        return v
+        return known_exchange(v)
 
     @field_validator("source")
     @classmethod
@@ -173,10 +177,7 @@ class FeatureSetSpec(_Model):
     @field_validator("symbols")
     @classmethod
     def _unique_symbols(cls, v: list[str]) -> list[str]:
-        dupes = sorted({s for s in v if v.count(s) > 1})
-        if dupes:
-            raise ValueError(f"duplicate symbols {dupes}: list each symbol once")
-        return v
+        return unique_symbols(v)
 
     @model_validator(mode="after")
     def _windows_and_names(self) -> FeatureSetSpec:

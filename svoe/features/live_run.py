@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
+from svoe.api.datafeed import DataFeed
 from svoe.api.featureset import FeatureSet
 from svoe.features import metrics
 from svoe.features.live import Counters, Featurizer
@@ -253,10 +254,9 @@ async def run_live(featureset: FeatureSet, endpoints: Sequence[str], out: str | 
     return LiveResult(live.featurizer.counters.rows, live.featurizer.counters, 0)
 
 
-async def run_with_replay(featureset: FeatureSet, feed: Any, replay_dir: str, out: str | None, health_port: int,
+async def run_with_replay(featureset: FeatureSet, feed: DataFeed, replay_dir: str, out: str | None, health_port: int,
                           replay_speed: float | None, out_stream: TextIO = sys.stderr) -> LiveResult:  # fmt: skip
     """Run the source DataFeed (`svoe run --replay`) here, subscribed before the replay sends."""
-    from svoe.api import DataFeed
     from svoe.feedpod.local_run import run_local
     from svoe.net import free_port
 
