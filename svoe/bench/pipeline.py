@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from svoe.bench import proc
+from svoe.feedpod.redis_buffer import heartbeat_key, stats_key
 from svoe.net import free_port
 
 CHANNEL = "l2_book"
@@ -72,9 +74,14 @@ def _worker(kind: str, exchange: str, endpoints: dict[str, str], symbols: list[s
     cls = redirected_feed_class(exchange, endpoints["websocket"], endpoints["rest"], endpoints["caFile"])
     count = 0
 
+    first_cpu = 0.0
+
     async def noop(book: Any, ts: float) -> None:
-        nonlocal count
+        nonlocal count, first_cpu
         count += 1
+        if count == 1:  # start-up ends here; what follows is the cost per event
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            first_cpu = ru.ru_utime + ru.ru_stime
 
     callbacks: list[Any] = [noop]
     if kind == "cryptofeed_redis_backend":
@@ -82,6 +89,11 @@ def _worker(kind: str, exchange: str, endpoints: dict[str, str], symbols: list[s
 
         # cryptofeed builds the URL from `host` when `socket` is set
         callbacks.append(BookStream(host=redis_socket, socket=True))  # type: ignore[no-untyped-call]
+    elif kind == "cryptofeed_zmq_backend":
+        from cryptofeed.backends.zmq import BookZMQ
+
+        # The peer of svoe's live stream: cryptofeed's own ZMQ backend, every update published.
+        callbacks.append(BookZMQ(host="127.0.0.1", port=int(redis_socket or 0), snapshot_interval=10**9))  # type: ignore[no-untyped-call]
 
     result: dict[str, Any] = {}
 
@@ -91,7 +103,9 @@ def _worker(kind: str, exchange: str, endpoints: dict[str, str], symbols: list[s
         task = asyncio.create_task(feed.run(stop))
         await asyncio.sleep(max(0.0, deadline - time.time()))
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        result.update(events=count, cpu=ru.ru_utime + ru.ru_stime, rss_max_kb=ru.ru_maxrss)
+        cpu = ru.ru_utime + ru.ru_stime
+        result.update(events=count, cpu=cpu, rss_max_kb=ru.ru_maxrss)
+        result["cpu_s_per_million"] = (cpu - first_cpu) / max(count - 1, 1) * 1e6
         stop.set()
         await asyncio.wait_for(task, 60)
 
@@ -100,20 +114,6 @@ def _worker(kind: str, exchange: str, endpoints: dict[str, str], symbols: list[s
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def _redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = str(tmp / "r.sock")
     proc = subprocess.Popen(
@@ -171,14 +171,9 @@ def run_bare(kind: str, capture_dir: str, exchange: str, symbols: list[str], sec
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float, speed: float | None = None,
-             latency: bool = False) -> dict[str, Any]:  # fmt: skip
-    from svoe.lake.stats import lake_counts
-
-    tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
-    replay = ReplayProcess(capture_dir, exchange, speed)
-    redis_proc, sock = _redis(tmp)
-    live_port = free_port()
+def write_manifest(tmp: Path, exchange: str, symbols: list[str], endpoints: dict[str, str], flush: float,
+                   live_port: int | None) -> dict[str, str]:  # fmt: skip
+    """The bench's DataFeed at tmp/feed.yaml; returns the environment its processes run with."""
     doc = {
         "apiVersion": "svoe.io/v1alpha1",
         "kind": "DataFeed",
@@ -187,17 +182,26 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             "exchange": exchange,
             "channels": [CHANNEL],
             "symbols": symbols,
-            "endpoints": replay.endpoints,
-            "storage": {
-                "lake": str(tmp / "lake"),
-                "flushIntervalSeconds": float(os.environ.get("SVOE_BENCH_FLUSH", "5")),
-            },
-            "live": {"enabled": latency, "port": live_port},
+            "endpoints": endpoints,
+            "storage": {"lake": str(tmp / "lake"), "flushIntervalSeconds": flush},
+            "live": {"enabled": live_port is not None, "port": live_port or free_port()},
         },
     }
     (tmp / "feed.yaml").write_text(yaml.safe_dump(doc))
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m")}
-    (tmp / "m").mkdir()
+    (tmp / "m").mkdir(exist_ok=True)
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "m")}
+
+
+def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float, speed: float | None = None,
+             latency: bool = False) -> dict[str, Any]:  # fmt: skip
+    from svoe.lake.stats import lake_counts
+
+    tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
+    replay = ReplayProcess(capture_dir, exchange, speed)
+    redis_proc, sock = _redis(tmp)
+    live_port = free_port()
+    flush = float(os.environ.get("SVOE_BENCH_FLUSH", "5"))
+    env = write_manifest(tmp, exchange, symbols, replay.endpoints, flush, live_port if latency else None)
     common = ["--manifest", str(tmp / "feed.yaml"), "--redis", f"unix://{sock}", "--health-host", "127.0.0.1"]
     lat: list[tuple[float, float]] = []
     stop_sub = threading.Event()
@@ -214,22 +218,38 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
          "--log-file", str(tmp / "fh.log")], env=env,
     )  # fmt: skip
     rss: list[int] = []
+    pod = (col.pid, agg.pid, redis_proc.pid)
     try:
         import redis
 
         stats = redis.Redis(unix_socket_path=sock)
+        # Start-up ends at the first collected event: the whole pod's CPU from then on, down to
+        # the last block written while draining, is the pod's cost for the events after it.
+        startup_cpu, collected_at_start = None, 0
+        backlog_max = 0  # the largest backlog the aggregator reported (its heartbeat, every second)
         while time.monotonic() - started < seconds:
-            time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - started))))
-            rss.append(_proc_rss_kb(col.pid))
-        cpu = _proc_cpu(col.pid)
-        at_deadline = int(stats.hget(f"svoe:{exchange}:stats", "collected") or 0)
+            time.sleep(min(0.2 if startup_cpu is None else 1.0, max(0.0, seconds - (time.monotonic() - started))))
+            rss.append(proc.rss_kb(col.pid))
+            backlog_max = max(backlog_max, int(stats.hget(heartbeat_key(exchange), "backlog") or 0))
+            if startup_cpu is None:
+                n = int(stats.hget(stats_key(exchange), "collected") or 0)
+                if n:
+                    startup_cpu, collected_at_start = sum(proc.tree_cpu_seconds(p) for p in pod), n
+        cpu = proc.cpu_seconds(col.pid)
+        at_deadline = int(stats.hget(stats_key(exchange), "collected") or 0)
         wall = time.monotonic() - started
         col.send_signal(signal.SIGTERM)
-        col.wait(timeout=60)
+        pod_cpu = proc.wait_cpu_seconds(col, 60)
         agg.send_signal(signal.SIGTERM)
-        agg.wait(timeout=300)
-        stored = sum(lake_counts(str(tmp / "lake"), raw=True).get(exchange, {}).get(CHANNEL, {}).values())
-        collected = int(stats.hget(f"svoe:{exchange}:stats", "collected") or 0)
+        pod_cpu += proc.wait_cpu_seconds(agg, 300)
+        # Every entry the collector wrote, market data and the feed's own events alike.
+        stored = sum(
+            sum(per_symbol.values())
+            for per_symbol in lake_counts(str(tmp / "lake"), raw=True).get(exchange, {}).values()
+        )
+        collected = int(stats.hget(stats_key(exchange), "collected") or 0)
+        redis_proc.terminate()
+        pod_cpu += proc.wait_cpu_seconds(redis_proc, 30)
         lake_bytes = sum(p.stat().st_size for p in (tmp / "lake").rglob("*.parquet") if ".svoe-state" not in p.parts)
         res: dict[str, Any] = {
             "events": at_deadline,
@@ -239,7 +259,9 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             "cpu": cpu,
             "rss_kb_first": rss[1] if len(rss) > 1 else (rss[0] if rss else 0),
             "rss_kb_last": rss[-1] if rss else 0,
+            "backlog_max": backlog_max,
             "lake_bytes": lake_bytes,
+            "pod_cpu_s_per_million": (pod_cpu - (startup_cpu or 0.0)) / max(stored - collected_at_start, 1) * 1e6,
         }
         if latency:
             stop_sub.set()
@@ -260,8 +282,9 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             if p.poll() is None:
                 p.kill()
         replay.stop()
-        redis_proc.terminate()
-        redis_proc.wait()
+        if redis_proc.returncode is None:
+            redis_proc.terminate()
+            redis_proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -287,7 +310,8 @@ def _subscribe(port: int, out: list[tuple[float, float]], stop: threading.Event)
     ctx.term()
 
 
-def bench_main(capture_dir: str, exchange: str, repeat: int, as_json: bool, seconds: float) -> int:
+def bench_pipeline(capture_dir: str, exchange: str, repeat: int, seconds: float, soak: float = 0) -> dict[str, Any]:
+    """Every pipeline figure as one dict (progress goes to stderr)."""
     from svoe.replay import capture_subscription
 
     symbols = capture_subscription(capture_dir, exchange)[CHANNEL]
@@ -320,12 +344,31 @@ def bench_main(capture_dir: str, exchange: str, repeat: int, as_json: bool, seco
     out["lake_bytes_per_update"] = last["lake_bytes"] / max(last["stored"], 1)
     out["raw_json_bytes_per_update"] = raw
     out["lake_to_raw_ratio"] = out["lake_bytes_per_update"] / raw if raw else None
-    # Latency at a fixed rate near 10k events/s: the capture's depth rate x speed.
-    print("latency run at a fixed rate ...", file=sys.stderr, flush=True)
-    lat = run_svoe(capture_dir, exchange, symbols, min(seconds, 15), speed=1200.0, latency=True)
-    out["latency_run_eps"] = lat["events"] / lat["wall"]
-    out["latency_ms"] = lat.get("latency_ms")
+    # The whole pod's cost (collector, redis-server, aggregator and its block writer, from /proc
+    # and wait4) beside bare cryptofeed's, both from the first event on.
+    out["pod_cpu_s_per_million"] = statistics.median(r["pod_cpu_s_per_million"] for r in runs["svoe_pipeline"])
+    out["bare_cpu_s_per_million"] = statistics.median(r["cpu_s_per_million"] for r in runs["cryptofeed_bare"])
+    out["pod_vs_bare_cpu"] = out["pod_cpu_s_per_million"] / out["bare_cpu_s_per_million"]
+    from svoe.bench.drain import run_drain
+    from svoe.bench.live_latency import compare
+
+    print(f"aggregator drain of a {seconds:.0f}s backlog ...", file=sys.stderr, flush=True)
+    out["drain"] = run_drain(capture_dir, exchange, symbols, seconds)
+    out["drain_vs_collector_max"] = out["drain"]["drain_eps"] / out["svoe_pipeline_eps"]
+    out["live_latency"] = compare(capture_dir, exchange, symbols, min(seconds, 15))
+    if soak:
+        # Memory and backlog over a long run at full speed: both must stay bounded.
+        print(f"soak run at full speed: {soak:.0f}s ...", file=sys.stderr, flush=True)
+        long = run_svoe(capture_dir, exchange, symbols, soak)
+        out["soak"] = {k: long[k] for k in ("events", "wall", "stored", "collected", "rss_kb_first", "rss_kb_last",
+                                            "backlog_max", "pod_cpu_s_per_million")}  # fmt: skip
+        out["soak"]["every_update_stored"] = long["stored"] == long["collected"]
     out["collector_rss_kb"] = {"first": last["rss_kb_first"], "last": last["rss_kb_last"]}
+    return out
+
+
+def bench_main(capture_dir: str, exchange: str, repeat: int, as_json: bool, seconds: float, soak: float = 0) -> int:
+    out = bench_pipeline(capture_dir, exchange, repeat, seconds, soak)
     if as_json:
         print(json.dumps(out))
     else:

@@ -1,0 +1,103 @@
+"""Live latency against the peer: svoe's live stream beside cryptofeed's own ZMQ backend.
+
+Both run the same looped capture at the same replay rate, each with a ZMQ subscriber in the bench
+process, and both are timed from cryptofeed's receipt timestamp to the subscriber. svoe also
+writes the lake meanwhile; the peer only publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from svoe.net import free_port
+
+# Replay speed factors that give about 2k, 5k and 10k BINANCE depth events/s from the capture.
+SPEEDS = {"2k": 360.0, "5k": 900.0, "10k": 1800.0}
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": float("nan"), "p99": float("nan"), "samples": 0}
+    return {
+        "p50": ordered[len(ordered) // 2] * 1000,
+        "p99": ordered[int(len(ordered) * 0.99)] * 1000,
+        "samples": len(ordered),
+    }
+
+
+def _subscribe_peer(port: int, out: list[float], stop: threading.Event, ready: threading.Event) -> None:
+    import orjson
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.setsockopt(zmq.RCVTIMEO, 200)
+    s.bind(f"tcp://127.0.0.1:{port}")  # cryptofeed's backend connects its PUB socket
+    ready.set()
+    while not stop.is_set():
+        try:
+            msg = s.recv()
+        except zmq.Again:
+            continue
+        now = time.time()
+        body = orjson.loads(msg.split(b" ", 1)[1])
+        out.append(now - float(body["receipt_timestamp"]))
+    s.close()
+    ctx.term()
+
+
+def run_peer(capture_dir: str, exchange: str, symbols: list[str], seconds: float, speed: float) -> dict[str, Any]:
+    from svoe.bench.pipeline import ReplayProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
+    replay = ReplayProcess(capture_dir, exchange, speed)
+    port = free_port()
+    lat: list[float] = []
+    stop, ready = threading.Event(), threading.Event()
+    sub = threading.Thread(target=_subscribe_peer, args=(port, lat, stop, ready), daemon=True)
+    sub.start()
+    ready.wait(5)
+    try:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+        payload = json.dumps(["cryptofeed_zmq_backend", exchange, replay.endpoints, symbols, time.time() + seconds,
+                              str(port)])  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "svoe.bench.pipeline", "--worker", payload],
+            capture_output=True, text=True, env=env, timeout=seconds + 120, check=True,
+        )  # fmt: skip
+        res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        stop.set()
+        sub.join()
+        replay.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"eps": res["events"] / seconds, **quantiles(lat)}
+
+
+def compare(capture_dir: str, exchange: str, symbols: list[str], seconds: float) -> dict[str, Any]:
+    """Per rate: svoe's and the peer's p50/p99 in ms, and svoe's p99 as a multiple of the peer's."""
+    from svoe.bench.pipeline import run_svoe
+
+    out: dict[str, Any] = {}
+    for label, speed in SPEEDS.items():
+        print(f"live latency at ~{label} events/s: cryptofeed ZMQ backend, then svoe ...", file=sys.stderr, flush=True)
+        peer = run_peer(capture_dir, exchange, symbols, seconds, speed)
+        mine = run_svoe(capture_dir, exchange, symbols, seconds, speed=speed, latency=True)
+        svoe_lat = mine.get("latency_ms") or {}
+        out[label] = {
+            "cryptofeed_zmq": peer,
+            "svoe": {"eps": mine["events"] / mine["wall"], **svoe_lat},
+            "svoe_p99_vs_peer": (svoe_lat.get("p99", float("nan")) / peer["p99"]) if peer["p99"] else None,
+        }
+    return out
