@@ -31,8 +31,8 @@ demo: setup
 	$(RUN)/svoe lake stats ./lake
 
 lint: setup
-	$(RUN)/ruff check svoe tests bench tools $(wildcard e2e)
-	$(RUN)/ruff format --check svoe tests bench tools $(wildcard e2e)
+	$(RUN)/ruff check svoe tests tools $(wildcard e2e)
+	$(RUN)/ruff format --check svoe tests tools $(wildcard e2e)
 
 typecheck: setup
 	$(RUN)/mypy svoe
@@ -47,7 +47,7 @@ crds: setup
 ## Heavy benchmarks (not part of `make test`); figures go in docs/performance.md.
 bench: setup
 	$(RUN)/svoe bench pipeline --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --json
-	$(RUN)/python bench/operator_bench.py --count 500
+	$(RUN)/svoe bench operator --count 500
 	$(RUN)/svoe bench lake --compact
 	$(RUN)/svoe bench features
 

@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--events", type=int, default=100_000, help="messages after the two snapshots (default 100000)")
     bf.add_argument("--repeat", type=int, default=3, help="runs (the median is reported)")
     bf.set_defaults(func=cmd_bench_features)
+    from svoe.bench.operator import add_operator_command
+
+    add_operator_command(bn)
 
     op = sub.add_parser(
         "operator",

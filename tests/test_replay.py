@@ -23,7 +23,7 @@ from cryptofeed.connection import WSAsyncConn
 from cryptofeed.exchanges import EXCHANGE_MAP
 from cryptofeed.symbols import Symbols
 
-from svoe.feedpod.endpoints import rebase_url, redirected_feed_class
+from svoe.exchanges.endpoints import rebase_url, redirected_feed_class
 from svoe.replay import (
     REFERENCE_FEED_OPTIONS,
     LoopNotSupported,

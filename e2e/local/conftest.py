@@ -25,7 +25,7 @@ from e2e.local.harness import (
 )
 from e2e.local.pod_runner import PodRunner, describe
 from svoe.testing.kube import KubeEmulator
-from tests.operator.conftest import OperatorProcess
+from svoe.testing.operator import OperatorProcess
 
 # The operator's default scheduling (config.feed_node_role "feed"): the node of the pod runner is a
 # node of kops' feed-spot group, labelled and tainted like one.

@@ -1,7 +1,7 @@
 """The local e2e harness: the pieces the tests start and the ways they look at the result.
 
 - `KubeEmulator` (svoe.testing.kube, with graceful pod deletion on), the real
-  operator process (`OperatorProcess` of the operator tests), kubectl against both;
+  operator process (`svoe.testing.operator.OperatorProcess`, as in the operator tests), kubectl against both;
 - a moto server (S3 + Glue) in its own process;
 - the exchange: `ReplayServer` (what `svoe replay serve` runs) on a thread of the test run;
 - the `PodRunner`, the stand-in kubelet (test infrastructure, see pod_runner.py);

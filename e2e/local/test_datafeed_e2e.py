@@ -71,8 +71,8 @@ from e2e.local.steps import (
     wait_ready,
 )
 from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
+from svoe.testing.operator import OperatorProcess
 from svoe.testing.waiting import wait_for
-from tests.operator.conftest import OperatorProcess
 
 # -- scenario 1: reference -------------------------------------------------------------------------
 

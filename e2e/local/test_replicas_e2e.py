@@ -44,8 +44,9 @@ from e2e.local.harness import (
 from e2e.local.pod_runner import PodRunner, PodSandbox, describe
 from e2e.local.steps import READY_TIMEOUT, delete_and_wait, feed_pods, wait_collected, wait_ready
 from svoe.testing.kube import KubeEmulator
+from svoe.testing.operator import OperatorProcess
 from svoe.testing.waiting import wait_for
-from tests.operator.conftest import DATAFEEDS, OperatorProcess
+from tests.operator.conftest import DATAFEEDS
 from tests.operator.conftest import condition as condition_of
 
 NAME = "replicas"

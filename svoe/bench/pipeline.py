@@ -68,7 +68,7 @@ def _worker(kind: str, exchange: str, endpoints: dict[str, str], symbols: list[s
     """Runs until the wall-clock `deadline` the parent set at spawn time; reports the events and
     CPU seconds at that moment, so start-up counts the same in every configuration and shutdown
     in none."""
-    from svoe.feedpod.endpoints import redirected_feed_class
+    from svoe.exchanges.endpoints import redirected_feed_class
     from svoe.replay import REFERENCE_FEED_OPTIONS
 
     cls = redirected_feed_class(exchange, endpoints["websocket"], endpoints["rest"], endpoints["caFile"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from svoe.feedpod.endpoints import redirected_feed_class
+from svoe.exchanges.endpoints import redirected_feed_class
 from svoe.replay.capture import REFERENCE_FEED_OPTIONS, capture_subscription
 from svoe.replay.server import ReplayServer
 

@@ -1,6 +1,6 @@
 """A local exchange: serves a capture's REST answers and websocket streams over TLS.
 
-An unmodified cryptofeed client, redirected with :func:`svoe.feedpod.endpoints.redirected_feed_class`,
+An unmodified cryptofeed client, redirected with :func:`svoe.exchanges.endpoints.redirected_feed_class`,
 connects to it as it would to the exchange. One port serves both REST (``https://``) and
 websockets (``wss://``); the certificate comes from a throw-away CA whose PEM is :attr:`ca_file`
 (or is given, ``cert_file``/``key_file``).

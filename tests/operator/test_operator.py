@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from svoe.testing.kube import CONFIGMAPS, PODS, SERVICES, KubeEmulator
+from svoe.testing.operator import OperatorProcess
 from tests.operator.conftest import (
     DATAFEEDS,
-    OperatorProcess,
     condition,
     datafeed,
     event_reasons,

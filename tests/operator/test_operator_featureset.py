@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from svoe.testing.kube import DEPLOYMENTS, PODS, KubeEmulator
-from tests.operator.conftest import DATAFEEDS, FEATURESETS, OperatorProcess, condition, datafeed, event_reasons
+from svoe.testing.operator import OperatorProcess
+from tests.operator.conftest import DATAFEEDS, FEATURESETS, condition, datafeed, event_reasons
 from tests.operator.test_operator_replicas import KUBECTL, Collector, kubectl
 
 NS = "features"

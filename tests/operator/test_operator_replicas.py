@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from svoe.testing.kube import PODS, KubeEmulator
-from tests.operator.conftest import DATAFEEDS, OperatorProcess, condition, datafeed, event_reasons, pods_of
+from svoe.testing.operator import OperatorProcess
+from tests.operator.conftest import DATAFEEDS, condition, datafeed, event_reasons, pods_of
 
 KUBECTL = shutil.which("kubectl")
 

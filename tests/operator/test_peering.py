@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from svoe.testing.kube import PODS, KubeEmulator
-from tests.operator.conftest import DATAFEEDS, OperatorProcess, datafeed, has_condition, mark_all_ready, pods_of
+from svoe.testing.operator import OperatorProcess
+from tests.operator.conftest import DATAFEEDS, datafeed, has_condition, mark_all_ready, pods_of
 
 NS = "peer"
 PEERINGS = ("kopf.dev", "v1", "kopfpeerings")

@@ -1,7 +1,7 @@
 """A Kubernetes API emulator for tests, e2e and benchmarks: kmock with an API server's manners.
 
 For tests only: it needs the dev dependencies (kmock, jsonpatch, jsonschema, cel-python), and
-nothing in the product imports it.
+nothing in the product imports it but `svoe bench operator`, when it runs.
 
 kmock (0.8) stores objects and streams watch events, but it assigns no uid, resourceVersion or
 generation, ignores generateName, label selectors and the status subresource, returns lists
