@@ -46,10 +46,7 @@ crds: setup
 
 ## Heavy benchmarks (not part of `make test`); figures go in docs/performance.md.
 bench: setup
-	$(RUN)/svoe bench pipeline --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --json
-	$(RUN)/svoe bench operator --count 500
-	$(RUN)/svoe bench lake --compact
-	$(RUN)/svoe bench features
+	$(RUN)/svoe bench all --replay $(CAPTURES) --exchange BINANCE --repeat 3 --seconds 20 --soak 600
 
 e2e: setup
 	$(RUN)/pytest -q e2e/local

@@ -120,6 +120,13 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     return bench_main(a.replay, a.exchange, a.repeat, a.json, a.seconds, a.soak)
 
 
+def cmd_bench_all(a: argparse.Namespace) -> int:
+    from svoe.bench.suite import run_all
+
+    print(json.dumps(run_all(a.replay, a.exchange, a.repeat, a.seconds, a.soak, a.operator_count)))
+    return 0
+
+
 def cmd_bench_features(a: argparse.Namespace) -> int:
     from svoe.bench.features import run
 
@@ -269,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run svoe at full speed this long and report its RSS and largest backlog")  # fmt: skip
     bp.add_argument("--json", action="store_true", help="print one JSON object")
     bp.set_defaults(func=cmd_bench_pipeline)
+    ba = bn.add_parser(
+        "all",
+        help="every benchmark of `make bench`, one after another, printed as one JSON object",
+        description="Run the pipeline, operator, lake and features benchmarks one after another and print one JSON "
+        "object with a key per benchmark (progress goes to stderr). The figures go in docs/performance.md.",
+    )
+    ba.add_argument("--replay", required=True, metavar="DIR", help="capture directory")
+    ba.add_argument("--exchange", default="BINANCE")
+    ba.add_argument("--repeat", type=int, default=3, help="pipeline runs per configuration (median reported)")
+    ba.add_argument("--seconds", type=float, default=20.0, help="duration of each pipeline run")
+    ba.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="length of the full-speed soak run "
+                    "that reports RSS and the largest backlog (0: none)")  # fmt: skip
+    ba.add_argument("--operator-count", type=int, default=500, help="DataFeeds the operator bench creates")
+    ba.set_defaults(func=cmd_bench_all)
     bl = bn.add_parser(
         "lake",
         help="book snapshot derivation, Parquet to Parquet, against a plain-Python rebuild",
