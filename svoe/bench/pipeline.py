@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from svoe.api.contract import stats_key
 from svoe.net import free_port
 
 CHANNEL = "l2_book"
@@ -222,14 +223,14 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - started))))
             rss.append(_proc_rss_kb(col.pid))
         cpu = _proc_cpu(col.pid)
-        at_deadline = int(stats.hget(f"svoe:{exchange}:stats", "collected") or 0)
+        at_deadline = int(stats.hget(stats_key(exchange), "collected") or 0)
         wall = time.monotonic() - started
         col.send_signal(signal.SIGTERM)
         col.wait(timeout=60)
         agg.send_signal(signal.SIGTERM)
         agg.wait(timeout=300)
         stored = sum(lake_counts(str(tmp / "lake"), raw=True).get(exchange, {}).get(CHANNEL, {}).values())
-        collected = int(stats.hget(f"svoe:{exchange}:stats", "collected") or 0)
+        collected = int(stats.hget(stats_key(exchange), "collected") or 0)
         lake_bytes = sum(p.stat().st_size for p in (tmp / "lake").rglob("*.parquet") if ".svoe-state" not in p.parts)
         res: dict[str, Any] = {
             "events": at_deadline,
