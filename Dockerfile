@@ -58,9 +58,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends redis-server redis-tools wget \
     && rm -rf /var/lib/apt/lists/*
 USER 10001:10001
+# Ports and paths: svoe/api/contract.py (tests/ship/test_dockerfile.py holds this stage to it).
 EXPOSE 8080 8081 5555
 # The collector's /healthz (the aggregator's is on 8081; the redis container has its own probe).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 ENTRYPOINT ["svoe"]
-CMD ["collector", "--manifest", "/etc/svoe/datafeed.yaml", "--redis", "unix:///var/run/svoe/redis.sock"]
+CMD ["collector", "--manifest", "/etc/svoe/datafeed.yaml", "--redis", "unix:///var/run/svoe/redis.sock", \
+     "--health-host", "0.0.0.0", "--health-port", "8080", "--log-file", "/tmp/feedhandler.log"]

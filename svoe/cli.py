@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from svoe.api import DataFeed, ManifestError, load_manifest
+from svoe.api.contract import AGGREGATOR_PORT, COLLECTOR_LOG_FILE, COLLECTOR_PORT, HEALTH_HOST, REDIS_URL
 
 EXIT_BAD_INPUT = 2
 
@@ -212,21 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=None,
-        help="port of /metrics, /healthz, /readyz (default 8080, or a free port when 8080 is taken; 0: a free port)",
+        help=f"port of /metrics, /healthz, /readyz (default {COLLECTOR_PORT}, or a free port when it is taken; "
+        "0: a free port)",
     )
     r.set_defaults(func=cmd_run)
 
     for name, func, port, help_ in (
-        ("collector", cmd_collector, 8080, "feed pod container: cryptofeed -> Redis streams (serves /metrics)"),
-        ("aggregator", cmd_aggregator, 8081, "feed pod container: Redis streams -> lake + ZMQ live"),
+        (
+            "collector",
+            cmd_collector,
+            COLLECTOR_PORT,
+            "feed pod container: cryptofeed -> Redis streams (serves /metrics)",
+        ),
+        ("aggregator", cmd_aggregator, AGGREGATOR_PORT, "feed pod container: Redis streams -> lake + ZMQ live"),
     ):
         c = sub.add_parser(name, help=help_, description=help_)
         c.add_argument("--manifest", required=True, help="the shard's DataFeed YAML")
-        c.add_argument("--redis", required=True, metavar="URL", help="Redis URL, e.g. unix:///var/run/svoe/redis.sock")
-        c.add_argument("--health-host", default="0.0.0.0", help="address of the health endpoints")
+        c.add_argument("--redis", required=True, metavar="URL", help=f"Redis URL, e.g. {REDIS_URL}")
+        c.add_argument(
+            "--health-host", default=HEALTH_HOST, help=f"address of the health endpoints (default {HEALTH_HOST})"
+        )
         c.add_argument("--health-port", type=int, default=port, help=f"port of the health endpoints (default {port})")
         if name == "collector":
-            c.add_argument("--log-file", default="/tmp/feedhandler.log", help="cryptofeed's log file")
+            c.add_argument(
+                "--log-file", default=COLLECTOR_LOG_FILE, help=f"cryptofeed's log file (default {COLLECTOR_LOG_FILE})"
+            )
         c.set_defaults(func=func)
 
     rp = sub.add_parser("replay", help="the local replay exchange").add_subparsers(dest="replay_cmd", required=True)

@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from e2e.local.pod_runner import PodSandbox
+from svoe.api.contract import FEED_CA_FILE
 from svoe.net import free_port
-from svoe.operator.render import FEED_CA_FILE
 from svoe.replay import ReplayServer, capture_subscription, reference_counts
 from svoe.testing.kube import CONFIGMAPS, PODS, KubeEmulator
 from svoe.testing.waiting import wait_for

@@ -18,10 +18,10 @@ and each mapping is documented here and in e2e/README.md:
 - Network: a pod's containers share one network namespace, so they reach each other on 127.0.0.1;
   several local pods would collide on the same ports. Each containerPort of a pod gets a free host
   port. Probes and hooks use the mapped ports; exec commands get `127.0.0.1:PORT` and
-  `localhost:PORT` rewritten. Two rewrites are svoe-specific, because the port is a default of the
-  program rather than a value in the pod spec: a container whose command is `svoe` gets
-  `--health-host 127.0.0.1 --health-port <mapped port of its HTTP probes>` appended, and a DataFeed
-  manifest in a ConfigMap gets `spec.live.port` mapped. The emulator's pod proxy (how the
+  `localhost:PORT` rewritten. Two rewrites are svoe-specific: a container whose command is `svoe`
+  gets the value of its `--health-port` flag (a containerPort, svoe/api/contract.py) mapped and
+  its `--health-host` set to 127.0.0.1, and a DataFeed manifest in a ConfigMap gets `spec.live.port` mapped
+  (the live port is a manifest value, not a flag). The emulator's pod proxy (how the
   operator reads a collector's /stats) asks the runner where a pod's port listens (`address`).
 - Environment: the container's env (values and `fieldRef` metadata.name/namespace), over what the
   image sets (PATH with this virtualenv's bin first, XDG_CACHE_HOME=/tmp/cache, PYTHONUNBUFFERED=1),
@@ -143,6 +143,21 @@ def map_ports(text: str, ports: Mapping[int, int]) -> str:
         return f"{m.group(1)}:{ports.get(port, port)}"
 
     return re.sub(r"\b(127\.0\.0\.1|localhost):(\d+)\b", sub, text)
+
+
+def map_health_flags(argv: list[str], ports: Mapping[int, int]) -> list[str]:
+    """A `svoe` command line's `--health-port P` (P a containerPort) -> the mapped host port, and
+    `--health-host` (the feed containers pass it, svoe/api/contract.py) -> 127.0.0.1: a pod's
+    port bound on every host interface would be reachable from outside the test."""
+    if "--health-port" not in argv:
+        raise ValueError("a svoe container with an HTTP probe must pass --health-port (svoe/api/contract.py)")
+    out = list(argv)
+    for i, flag in enumerate(out[:-1]):
+        if flag == "--health-port":
+            out[i + 1] = str(ports.get(int(out[i + 1]), int(out[i + 1])))
+        elif flag == "--health-host":
+            out[i + 1] = "127.0.0.1"
+    return out
 
 
 @dataclass
@@ -431,9 +446,8 @@ class PodRunner:
             argv = [paths.value(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
             if not argv:
                 raise ValueError(f"container {c['name']}: no command (image entry points are not emulated)")
-            probe_port = _http_probe_port(c)
-            if Path(argv[0]).name == "svoe" and probe_port is not None:
-                argv += ["--health-host", "127.0.0.1", "--health-port", str(sb.ports[probe_port])]
+            if Path(argv[0]).name == "svoe" and _http_probe_port(c) is not None:
+                argv = map_health_flags(argv, sb.ports)
             exe = shutil.which(argv[0], path=IMAGE_ENV["PATH"])
             if exe is None:
                 raise ValueError(f"container {c['name']}: {argv[0]} is not installed on this machine")

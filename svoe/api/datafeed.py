@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from svoe.api.contract import LIVE_PORT
 from svoe.api.exchanges import STORED_CHANNELS, exchange_channels
 
 API_GROUP = "svoe.io"
@@ -111,7 +112,7 @@ class LiveOptions(_Model):
     """Live stream of normalized events over ZMQ PUB."""
 
     enabled: bool = True
-    port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the ZMQ PUB socket.")] = 5555
+    port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the ZMQ PUB socket.")] = LIVE_PORT
     bind: Annotated[
         str | None,
         Field(

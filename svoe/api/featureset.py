@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from svoe.api.contract import FEATURES_LIVE_PORT
 from svoe.api.datafeed import (
     NAME_PATTERN,
     SYMBOL_PATTERN,
@@ -29,7 +30,6 @@ from svoe.api.durations import DURATION_PATTERN, parse_duration
 KIND = "FeatureSet"
 PLURAL = "featuresets"
 FEATURE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-DEFAULT_LIVE_PORT = 5556
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class FeatureLiveOptions(LiveOptions):
     """The featurizer's own ZMQ PUB socket, publishing `FEATURESET.feature.SYMBOL`."""
 
     port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the features' ZMQ PUB socket.")] = (
-        DEFAULT_LIVE_PORT
+        FEATURES_LIVE_PORT
     )
 
 

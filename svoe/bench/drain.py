@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from svoe.api.contract import heartbeat_key, stats_key
 from svoe.bench import proc
-from svoe.feedpod.redis_buffer import heartbeat_key, stats_key
 from svoe.net import free_port
 
 QUIET_SECONDS = 2.0  # no block for this long: only partial blocks are left

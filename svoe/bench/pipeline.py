@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
+from svoe.api.contract import heartbeat_key, stats_key
 from svoe.bench import proc
-from svoe.feedpod.redis_buffer import heartbeat_key, stats_key
 from svoe.net import free_port
 
 CHANNEL = "l2_book"

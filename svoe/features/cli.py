@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from svoe.api.contract import FEATURIZER_LOCAL_PORT
 from svoe.api.featureset import FEATURE_KINDS
 
 EXIT_BAD_INPUT = 2
@@ -24,7 +25,9 @@ def cmd_live(a: argparse.Namespace) -> int:
     from svoe.feedpod.local_run import RunError, choose_port
 
     try:
-        health_port, note = choose_port(a.health_port, 8090, "the featurizer's /metrics", "--health-port")
+        health_port, note = choose_port(
+            a.health_port, FEATURIZER_LOCAL_PORT, "the featurizer's /metrics", "--health-port"
+        )
         return _live(a, health_port, note)
     except RunError as err:  # a busy port that was asked for, or a run that cannot start
         print(f"svoe features live: {err}", file=sys.stderr)
@@ -132,7 +135,8 @@ def add_features_commands(sub: Any) -> None:
         "--health-port",
         type=int,
         default=None,
-        help="port of /metrics, /healthz, /readyz, /stats (default 8090, or a free one when taken; 0: a free one)",
+        help=f"port of /metrics, /healthz, /readyz, /stats (default {FEATURIZER_LOCAL_PORT}, or a free one when taken; "
+        "0: a free one)",
     )
     lv.set_defaults(func=cmd_live)
     of = fp.add_parser(

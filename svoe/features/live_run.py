@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
+from svoe.api.contract import HEALTH_HOST
 from svoe.api.datafeed import DataFeed
 from svoe.api.featureset import FeatureSet
 from svoe.features import metrics
@@ -236,7 +237,7 @@ async def run_live(featureset: FeatureSet, endpoints: Sequence[str], out: str | 
     pod = in_pod()
     live = LiveFeaturizer(featureset, endpoints, *publish_address(featureset, pod, out_stream), out)
     live.open()
-    health = live.health("0.0.0.0" if pod else "127.0.0.1", health_port)
+    health = live.health(HEALTH_HOST if pod else "127.0.0.1", health_port)
     await health.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,20 +21,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from svoe.api import DataFeed
+from svoe.api.contract import CONSUMER, GROUP, PAYLOAD_FIELD, collector_key, heartbeat_key, stats_key, stream_key
 from svoe.feedpod import metrics
 from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
-from svoe.feedpod.redis_buffer import (
-    CONSUMER,
-    GROUP,
-    PAYLOAD_FIELD,
-    buffer_streams,
-    collector_key,
-    heartbeat_key,
-    raw_pipeline,
-    stats_key,
-    stream_key,
-)
+from svoe.feedpod.redis_buffer import buffer_streams, raw_pipeline
 
 LOG = logging.getLogger(__name__)
 

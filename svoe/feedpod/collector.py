@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from svoe.api import DataFeed
+from svoe.api.contract import stream_key
 from svoe.exchanges.endpoints import redirected_feed_class
 from svoe.feedpod import metrics
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL, GAP_KINDS, SIMPLE_ENCODERS, encode_book, encode_feed_event
-from svoe.feedpod.redis_buffer import StreamWriter, buffer_streams, stream_key
+from svoe.feedpod.redis_buffer import StreamWriter, buffer_streams
 from svoe.feedpod.stats import GapWindow
 
 LOG = logging.getLogger(__name__)

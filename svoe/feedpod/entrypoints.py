@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 from svoe.api import DataFeed
+from svoe.api.contract import collector_key, heartbeat_key, stream_key
 from svoe.feedpod import metrics, redis_buffer
 from svoe.feedpod.collector import Collector, install_signal_handlers, run_collector
 from svoe.feedpod.health import Check, HealthServer, Stats
-from svoe.feedpod.redis_buffer import buffer_streams, collector_key, heartbeat_key, stream_key
+from svoe.feedpod.redis_buffer import buffer_streams
 from svoe.feedpod.stats import RateWindow, read_backlog, stats_document
 
 LOG = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from svoe.api.contract import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH, STATS_PATH
 from svoe.feedpod import metrics
 
 LOG = logging.getLogger(__name__)
@@ -59,12 +60,12 @@ class HealthServer:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get(HEALTHZ_PATH, self._healthz)
+        app.router.add_get(READYZ_PATH, self._readyz)
         if self.serve_metrics:
-            app.router.add_get("/metrics", self._metrics)
+            app.router.add_get(METRICS_PATH, self._metrics)
         if self.stats is not None:
-            app.router.add_get("/stats", self._stats)
+            app.router.add_get(STATS_PATH, self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -26,7 +26,8 @@ import redis.asyncio as aioredis
 import yaml
 
 from svoe.api import DataFeed
-from svoe.feedpod.redis_buffer import buffer_streams, collector_key, stats_key, stream_key, writer_key
+from svoe.api.contract import COLLECTOR_PORT, METRICS_PATH, collector_key, stats_key, stream_key, writer_key
+from svoe.feedpod.redis_buffer import buffer_streams
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
 from svoe.net import free_port
 
@@ -242,7 +243,7 @@ async def run_local(
     faults: Any = None,
     replay_gate: asyncio.Event | None = None,
 ) -> RunResult:
-    """`metrics_port` None: 8080, or a free port when 8080 is taken; 0: a free port. `replay_gate`:
+    """`metrics_port` None: COLLECTOR_PORT, or a free port when it is taken; 0: a free port. `replay_gate`:
     the replay sends nothing until it is set (a subscriber in this process is getting ready)."""
     started = time.monotonic()
     lock = PortLock()
@@ -268,7 +269,7 @@ async def _run_local(
     faults: Any,
     replay_gate: asyncio.Event | None = None,
 ) -> RunResult:
-    metrics_port, note = choose_port(metrics_port, 8080, "/metrics", "--metrics-port")
+    metrics_port, note = choose_port(metrics_port, COLLECTOR_PORT, METRICS_PATH, "--metrics-port")
     notes = [note] if note else []
     bound.append((metrics_port, "0.0.0.0"))
     live = feed.spec.live
@@ -327,7 +328,7 @@ async def _run_local(
         out.write(
             f"collecting {feed.spec.exchange} {','.join(feed.spec.channels)} for {len(feed.spec.symbols)} symbols "
             f"into {feed.spec.storage.lake} as writer {env['SVOE_WRITER']}\n"
-            f"  metrics: http://127.0.0.1:{metrics_port}/metrics\n"
+            f"  metrics: http://127.0.0.1:{metrics_port}{METRICS_PATH}\n"
             + (
                 f"  live:    tcp://{feed.spec.live.bind_address(in_pod=False)}:{feed.spec.live.port}\n"
                 if feed.spec.live.enabled

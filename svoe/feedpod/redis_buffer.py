@@ -23,14 +23,12 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from svoe.api import DataFeed
+from svoe.api.contract import parse_stream_key, stats_key
 from svoe.feedpod import metrics
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
 
 LOG = logging.getLogger(__name__)
 
-GROUP = "svoe-aggregator"
-CONSUMER = "aggregator"
-PAYLOAD_FIELD = b"d"
 # The callback-to-Redis histogram observes one event in this many: a sample keeps the latency
 # distribution and avoids a histogram update per event on the hot path.
 LATENCY_SAMPLE_EVERY = 8
@@ -56,38 +54,9 @@ return dup
 _APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
 
 
-def stream_key(exchange: str, channel: str, symbol: str) -> str:
-    return f"svoe:{exchange}:{channel}:{symbol}"
-
-
 def buffer_streams(feed: DataFeed) -> list[tuple[str, str]]:
     """Every (channel, symbol) stream of the buffer: the feed's market data and its own events."""
     return [*feed.streams(), (FEED_EVENTS, FEED_SYMBOL)]
-
-
-def parse_stream_key(key: str) -> tuple[str, str, str]:
-    _, exchange, channel, symbol = key.split(":", 3)
-    return exchange, channel, symbol
-
-
-def stats_key(exchange: str) -> str:
-    """Hash of running totals (collected, flushed) that `svoe run` shows as progress."""
-    return f"svoe:{exchange}:stats"
-
-
-def heartbeat_key(exchange: str) -> str:
-    """Hash the aggregator refreshes every second: beat, flush_ok, backlog (read by /readyz)."""
-    return f"svoe:{exchange}:aggregator"
-
-
-def collector_key(exchange: str) -> str:
-    """Hash with the collector's state (running/stopped): the aggregator drains until stopped."""
-    return f"svoe:{exchange}:collector"
-
-
-def writer_key(exchange: str) -> str:
-    """String with `svoe run`'s writer identity, kept while its entries wait to be flushed."""
-    return f"svoe:{exchange}:writer"
 
 
 def connect(url: str) -> aioredis.Redis:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from svoe.feedpod.redis_buffer import GROUP, stream_key
+from svoe.api.contract import GROUP, stream_key
 
 RATE_WINDOW_SECONDS = 60.0
 GAP_WINDOW_SECONDS = 3600.0

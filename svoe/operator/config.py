@@ -60,7 +60,7 @@ class OperatorConfig:
     redis_maxmemory_ratio: float = 0.8
     resources: Mapping[str, ContainerResources] = field(default_factory=_default_resources)
     # A ConfigMap (in each feed namespace) with a PEM CA bundle, mounted in the feed containers at
-    # FEED_CA_FILE for `spec.endpoints.caFile`. (name, key); None mounts nothing. Not set as
+    # contract.FEED_CA_FILE for `spec.endpoints.caFile`. (name, key); None mounts nothing. Not set as
     # AWS_CA_BUNDLE: botocore would then trust only it, and AWS's own endpoints would fail.
     feed_ca_configmap: tuple[str, str] | None = None
     # Extra environment of the collector and aggregator, e.g. AWS_ENDPOINT_URL of a non-AWS store.

@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from svoe.api import contract
 from svoe.api.datafeed import API_GROUP, API_VERSION, PLURAL, DataFeed
 from svoe.operator import render
 from svoe.operator.config import OperatorConfig
@@ -54,7 +55,7 @@ class Controller(Coordination):
         # Health: the pods worth reading (from the last plan) and what they answered.
         self.serving: dict[Key, list[str]] = {}
         self.health: dict[Key, dict[str, PodStats]] = {}
-        self.stats_port = render.COLLECTOR_PORT
+        self.stats_port = contract.COLLECTOR_PORT
 
     def parse(self, doc: Mapping[str, Any], read_at: float) -> PodStats:
         return parse_stats(doc, read_at)

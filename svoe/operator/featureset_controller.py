@@ -9,13 +9,14 @@ from typing import Any
 
 import kopf
 
+from svoe.api import contract
 from svoe.api.datafeed import API_GROUP, API_VERSION
 from svoe.api.featureset import PLURAL, FeatureSet
 from svoe.operator.controller import Controller
 from svoe.operator.coordination import Coordination, Key
 from svoe.operator.errors import ApiConflictError, ApiError, ApiNotFoundError
 from svoe.operator.featureset_plan import FeatureSetPlan, plan_featureset, source_name
-from svoe.operator.featureset_render import HEALTH_PORT, L_FEATURESET
+from svoe.operator.featureset_render import L_FEATURESET
 from svoe.operator.featureset_status import blocked_notice, build_featureset_status
 from svoe.operator.health import FeaturizerStats, parse_featurizer_stats
 from svoe.operator.kube import KubeClient
@@ -47,7 +48,7 @@ class FeatureSetController(Coordination):
         # The featurizer pods worth reading (Ready ones, from the last pass) and what they answered.
         self.serving: dict[Key, list[str]] = {}
         self.health: dict[Key, dict[str, FeaturizerStats]] = {}
-        self.stats_port = HEALTH_PORT
+        self.stats_port = contract.FEATURIZER_PORT
         # (namespace, DataFeed) -> the FeatureSets reading it, so that a DataFeed event wakes them.
         self.readers: dict[Key, set[str]] = {}
 

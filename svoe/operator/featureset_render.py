@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from svoe.api import contract
 from svoe.api.datafeed import API_GROUP, API_VERSION, DataFeed
 from svoe.api.featureset import KIND, FeatureSet
 from svoe.operator import render
@@ -22,9 +23,6 @@ from svoe.operator.sharding import Assignment
 
 L_FEATURESET = "svoe.io/featureset"
 COMPONENT = "featurizer"
-MANIFEST_KEY = "featureset.yaml"
-MANIFEST_PATH = f"{render.CONFIG_DIR}/{MANIFEST_KEY}"
-HEALTH_PORT = 8080
 CONTAINER = "featurizer"
 COMMAND = ["svoe", "features", "live"]
 
@@ -83,14 +81,14 @@ def manifest(fs: FeatureSet) -> dict[str, Any]:
 
 
 def args(connect: list[str]) -> list[str]:
-    out = [MANIFEST_PATH]
+    out = [contract.FEATURESET_PATH]
     for endpoint in connect:
         out += ["--connect", endpoint]
-    return [*out, "--health-port", str(HEALTH_PORT)]
+    return [*out, "--health-port", str(contract.FEATURIZER_PORT)]
 
 
 def _container(fs: FeatureSet, connect: list[str], config: OperatorConfig) -> dict[str, Any]:
-    ports = [{"name": "metrics", "containerPort": HEALTH_PORT}]
+    ports = [{"name": "metrics", "containerPort": contract.FEATURIZER_PORT}]
     if fs.spec.live.enabled:
         ports.append({"name": "live", "containerPort": fs.spec.live.port})
     return {
@@ -102,17 +100,17 @@ def _container(fs: FeatureSet, connect: list[str], config: OperatorConfig) -> di
         "env": [
             # Set: the featurizer binds its PUB socket on 0.0.0.0 (contract), for other pods.
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
+            {"name": "XDG_CACHE_HOME", "value": contract.CACHE_DIR},
         ],
         "ports": ports,
-        "startupProbe": http_probe("/healthz", HEALTH_PORT, period=2, failures=60),
-        "readinessProbe": http_probe("/readyz", HEALTH_PORT, period=5, failures=3),
-        "livenessProbe": http_probe("/healthz", HEALTH_PORT, period=10, failures=3),
+        "startupProbe": http_probe(contract.HEALTHZ_PATH, contract.FEATURIZER_PORT, period=2, failures=60),
+        "readinessProbe": http_probe(contract.READYZ_PATH, contract.FEATURIZER_PORT, period=5, failures=3),
+        "livenessProbe": http_probe(contract.HEALTHZ_PATH, contract.FEATURIZER_PORT, period=10, failures=3),
         "resources": config.resources["featurizer"].as_k8s(),
         "securityContext": container_security(),
         "volumeMounts": [
-            {"name": "config", "mountPath": render.CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": contract.TMP_DIR},
         ],
     }
 
@@ -121,7 +119,8 @@ def render_featurizer(fs: FeatureSet, uid: str, connect: list[str], config: Oper
     """The three objects of a FeatureSet's featurizer. Deterministic: same input, same objects."""
     fs_name, namespace = fs.metadata.name, fs.metadata.namespace
     name = featurizer_name(fs_name)
-    data = {MANIFEST_KEY: yaml.safe_dump(manifest(fs), sort_keys=False)}
+    file = contract.FEATURESET_FILE
+    data = {file: yaml.safe_dump(manifest(fs), sort_keys=False)}
 
     def meta(extra: dict[str, str]) -> dict[str, Any]:
         m: dict[str, Any] = {
@@ -144,7 +143,7 @@ def render_featurizer(fs: FeatureSet, uid: str, connect: list[str], config: Oper
         "securityContext": pod_security(),
         "containers": [_container(fs, connect, config)],
         "volumes": [
-            {"name": "config", "configMap": {"name": name, "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}},
+            {"name": "config", "configMap": {"name": name, "items": [{"key": file, "path": file}]}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         ],
     }
@@ -171,7 +170,7 @@ def render_featurizer(fs: FeatureSet, uid: str, connect: list[str], config: Oper
         "metadata": meta({render.A_HASH: template_hash}),
         "spec": deployment_spec,
     }
-    ports = [{"name": "metrics", "port": HEALTH_PORT, "targetPort": "metrics", "protocol": "TCP"}]
+    ports = [{"name": "metrics", "port": contract.FEATURIZER_PORT, "targetPort": "metrics", "protocol": "TCP"}]
     if fs.spec.live.served_to_other_pods():
         ports.append({"name": "live", "port": fs.spec.live.port, "targetPort": "live", "protocol": "TCP"})
     service_spec = {"clusterIP": "None", "selector": selector(fs_name), "ports": ports}

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import aiohttp
 import kopf
 
-from svoe.operator import render
+from svoe.api import contract
 from svoe.operator.config import OperatorConfig
 from svoe.operator.errors import ApiError
 from svoe.operator.health import parse_stats
@@ -27,7 +27,6 @@ from svoe.operator.kube import KubeClient
 
 LOG = logging.getLogger(__name__)
 READ_TIMEOUT = 3.0
-STATS_PATH = "/stats"
 # Reads in flight at once, over every DataFeed: they share the API client's connection pool with
 # the reconcile writes, which must not queue behind a few hundred slow pods.
 CONCURRENT_READS = asyncio.Semaphore(16)
@@ -54,12 +53,12 @@ async def read_pod(
     controller: Readable,
     namespace: str,
     pod: str,
-    port: int = render.COLLECTOR_PORT,
+    port: int = contract.COLLECTOR_PORT,
     parse: Callable[[Mapping[str, Any], float], Any] = parse_stats,
 ) -> Any:
     try:
         async with CONCURRENT_READS:
-            doc = await controller.api().proxy_get(namespace, pod, port, STATS_PATH, READ_TIMEOUT)
+            doc = await controller.api().proxy_get(namespace, pod, port, contract.STATS_PATH, READ_TIMEOUT)
         return parse(doc, time.time()) if isinstance(doc, dict) else None
     except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, OverflowError, kopf.TemporaryError) as e:
         # A pod that does not answer, or answers nonsense (a newer or broken collector): no figures.

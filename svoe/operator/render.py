@@ -1,7 +1,8 @@
 """Pure functions: a DataFeed shard -> the ConfigMap, Pod and Service that run it.
 
-What a feed pod looks like is decided here and nowhere else (docs/contracts.md names the
-commands, ports, paths and labels). Nothing in this module talks to a cluster.
+What a feed pod looks like is decided here and nowhere else; the ports, paths and file names its
+containers share with the CLI are those of svoe/api/contract.py (docs/contracts.md describes
+the commands, ports, paths and labels). Nothing in this module talks to a cluster.
 """
 
 from __future__ import annotations
@@ -16,28 +17,10 @@ from typing import Any
 
 import yaml
 
+from svoe.api import contract
 from svoe.api.datafeed import API_GROUP, API_VERSION, KIND, DataFeed
 from svoe.operator.config import MANAGER, OperatorConfig
-from svoe.operator.podspec import (
-    container_security,
-    http_probe,
-    place_on_feed_nodes,
-    pod_security,
-)
-
-CONFIG_DIR = "/etc/svoe"
-MANIFEST_PATH = f"{CONFIG_DIR}/datafeed.yaml"
-REDIS_CONF_PATH = f"{CONFIG_DIR}/redis.conf"
-RUN_DIR = "/var/run/svoe"
-CA_DIR = f"{CONFIG_DIR}/ca"
-FEED_CA_FILE = f"{CA_DIR}/bundle.pem"  # the operator's CA ConfigMap (OperatorConfig.feed_ca_configmap)
-REDIS_SOCKET = f"{RUN_DIR}/redis.sock"
-REDIS_URL = f"unix://{REDIS_SOCKET}"
-METRICS_DIR = f"{RUN_DIR}/metrics"
-DATA_DIR = "/data"
-WORK_DIR = "/var/lib/svoe"
-COLLECTOR_PORT = 8080
-AGGREGATOR_PORT = 8081
+from svoe.operator.podspec import container_security, http_probe, place_on_feed_nodes, pod_security
 
 L_NAME = "app.kubernetes.io/name"
 L_INSTANCE = "app.kubernetes.io/instance"
@@ -169,9 +152,9 @@ def redis_conf(config: OperatorConfig) -> str:
         [
             "# Written by the svoe operator (docs/contracts.md): the pod's durable stream buffer.",
             "port 0",
-            f"unixsocket {REDIS_SOCKET}",
+            f"unixsocket {contract.REDIS_SOCKET}",
             "unixsocketperm 700",
-            f"dir {DATA_DIR}",
+            f"dir {contract.DATA_DIR}",
             "appendonly yes",
             "appendfsync always",
             'save ""',
@@ -195,7 +178,17 @@ def _local_lake_dir(lake: str) -> str | None:
     if lake.startswith("s3://"):
         return None
     path = lake.removeprefix("file://")
-    return posixpath.normpath(path if path.startswith("/") else posixpath.join(WORK_DIR, path))
+    return posixpath.normpath(path if path.startswith("/") else posixpath.join(contract.WORK_DIR, path))
+
+
+def _feed_args(name: str, port: int) -> list[str]:
+    """The command line of `svoe collector|aggregator` in a pod. Every port and path is passed,
+    none left to the CLI's defaults: the pod spec alone says what each container serves."""
+    args = ["--manifest", contract.MANIFEST_PATH, "--redis", contract.REDIS_URL]
+    args += ["--health-host", contract.HEALTH_HOST, "--health-port", str(port)]
+    if name == "collector":
+        args += ["--log-file", contract.COLLECTOR_LOG_FILE]
+    return args
 
 
 def _feed_container(
@@ -205,11 +198,12 @@ def _feed_container(
         "name": name,
         "image": config.feed_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["svoe", name, "--manifest", MANIFEST_PATH, "--redis", REDIS_URL],
-        "workingDir": WORK_DIR,
+        "command": ["svoe", name],
+        "args": _feed_args(name, port),
+        "workingDir": contract.WORK_DIR,
         "env": [
-            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR},
-            {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
+            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": contract.METRICS_DIR},
+            {"name": "XDG_CACHE_HOME", "value": contract.CACHE_DIR},
             {"name": "SVOE_SHARD", "value": str(index)},
             {"name": "SVOE_DATAFEED", "value": feed.metadata.name},
             # The lake's writer identity (svoe/lake/layout.py): unique per pod, like its Redis.
@@ -218,10 +212,10 @@ def _feed_container(
             {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
             *({"name": k, "value": v} for k, v in sorted(config.feed_extra_env.items())),
         ],
-        "ports": [{"name": "metrics" if port == COLLECTOR_PORT else "health", "containerPort": port}],
-        "startupProbe": http_probe("/healthz", port, period=2, failures=90),
-        "readinessProbe": http_probe("/readyz", port, period=5, failures=3),
-        "livenessProbe": http_probe("/healthz", port, period=10, failures=3),
+        "ports": [{"name": "metrics" if port == contract.COLLECTOR_PORT else "health", "containerPort": port}],
+        "startupProbe": http_probe(contract.HEALTHZ_PATH, port, period=2, failures=90),
+        "readinessProbe": http_probe(contract.READYZ_PATH, port, period=5, failures=3),
+        "livenessProbe": http_probe(contract.HEALTHZ_PATH, port, period=10, failures=3),
         "resources": config.resources[name].as_k8s(),
         "securityContext": container_security(),
         "volumeMounts": mounts,
@@ -232,11 +226,11 @@ def _feed_container(
 def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig) -> dict[str, Any]:
     spec = feed.spec
     base_mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "run", "mountPath": RUN_DIR},
-        {"name": "metrics", "mountPath": METRICS_DIR},
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "work", "mountPath": WORK_DIR},
+        {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+        {"name": "run", "mountPath": contract.RUN_DIR},
+        {"name": "metrics", "mountPath": contract.METRICS_DIR},
+        {"name": "tmp", "mountPath": contract.TMP_DIR},
+        {"name": "work", "mountPath": contract.WORK_DIR},
     ]
     volumes: list[dict[str, Any]] = [
         {
@@ -244,8 +238,8 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
             "configMap": {
                 "name": configmap,
                 "items": [
-                    {"key": "datafeed.yaml", "path": "datafeed.yaml"},
-                    {"key": "redis.conf", "path": "redis.conf"},
+                    {"key": contract.MANIFEST_FILE, "path": contract.MANIFEST_FILE},
+                    {"key": contract.REDIS_CONF_FILE, "path": contract.REDIS_CONF_FILE},
                 ],
             },
         },
@@ -257,26 +251,29 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
     ]
     if config.feed_ca_configmap is not None:
         ca_name, ca_key = config.feed_ca_configmap
-        volumes.append({"name": "ca", "configMap": {"name": ca_name, "items": [{"key": ca_key, "path": "bundle.pem"}]}})
-        base_mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "ca", "configMap": {"name": ca_name, "items": [{"key": ca_key, "path": contract.CA_FILE}]}}
+        )
+        base_mounts.append({"name": "ca", "mountPath": contract.CA_DIR, "readOnly": True})
     aggregator_mounts = list(base_mounts)
     lake_dir = _local_lake_dir(spec.storage.lake)
-    if lake_dir is not None and not (lake_dir + "/").startswith(WORK_DIR + "/"):
+    if lake_dir is not None and not (lake_dir + "/").startswith(contract.WORK_DIR + "/"):
         # A local lake outside the working directory needs its own writable volume (the root
         # filesystem is read-only). Production lakes are s3://; this serves kind/demo clusters.
         volumes.append({"name": "lake", "emptyDir": {}})
         aggregator_mounts.append({"name": "lake", "mountPath": lake_dir})
 
-    collector = _feed_container("collector", feed, index, COLLECTOR_PORT, config, base_mounts)
-    aggregator = _feed_container("aggregator", feed, index, AGGREGATOR_PORT, config, aggregator_mounts)
+    collector = _feed_container("collector", feed, index, contract.COLLECTOR_PORT, config, base_mounts)
+    aggregator = _feed_container("aggregator", feed, index, contract.AGGREGATOR_PORT, config, aggregator_mounts)
     if spec.live.enabled:
         aggregator["ports"].append({"name": "live", "containerPort": spec.live.port})
-    redis_ping = {"exec": {"command": ["redis-cli", "-s", REDIS_SOCKET, "ping"]}}
+    redis_ping = {"exec": {"command": ["redis-cli", "-s", contract.REDIS_SOCKET, "ping"]}}
+    aggregator_health = f"http://127.0.0.1:{contract.AGGREGATOR_PORT}{contract.HEALTHZ_PATH}"
     redis = {
         "name": "redis",
         "image": config.redis_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["redis-server", REDIS_CONF_PATH],
+        "command": ["redis-server", contract.REDIS_CONF_PATH],
         "readinessProbe": {**redis_ping, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {**redis_ping, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6},
         # Containers stop in parallel on pod deletion; the aggregator drains the streams on
@@ -288,7 +285,7 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
                     "command": [
                         "sh",
                         "-c",
-                        f"while wget -q -T 2 -O /dev/null http://127.0.0.1:{AGGREGATOR_PORT}/healthz; do sleep 1; done",
+                        f"while wget -q -T 2 -O /dev/null {aggregator_health}; do sleep 1; done",
                     ]
                 }
             }
@@ -296,9 +293,9 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
         "resources": config.resources["redis"].as_k8s(),
         "securityContext": container_security(),
         "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "run", "mountPath": RUN_DIR},
-            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": "run", "mountPath": contract.RUN_DIR},
+            {"name": "data", "mountPath": contract.DATA_DIR},
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -346,8 +343,8 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
     name = feed.metadata.name
     namespace = feed.metadata.namespace
     data = {
-        "datafeed.yaml": yaml.safe_dump(shard_manifest(feed, symbols), sort_keys=False),
-        "redis.conf": redis_conf(config),
+        contract.MANIFEST_FILE: yaml.safe_dump(shard_manifest(feed, symbols), sort_keys=False),
+        contract.REDIS_CONF_FILE: redis_conf(config),
     }
     # The revision covers everything the pod runs with; the configmap name inside the pod spec
     # derives from it, so it is hashed with a placeholder.
@@ -388,7 +385,7 @@ def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], c
         }
         for r in range(feed.spec.replicas)
     )
-    ports = [{"name": "metrics", "port": COLLECTOR_PORT, "targetPort": "metrics", "protocol": "TCP"}]
+    ports = [{"name": "metrics", "port": contract.COLLECTOR_PORT, "targetPort": "metrics", "protocol": "TCP"}]
     live = feed.spec.live
     if live.served_to_other_pods():
         ports.append({"name": "live", "port": live.port, "targetPort": "live", "protocol": "TCP"})

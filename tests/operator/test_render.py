@@ -62,8 +62,11 @@ def test_pod_follows_the_contracts() -> None:
     assert list(c) == ["redis", "collector", "aggregator"]
     redis_url = "unix:///var/run/svoe/redis.sock"
     manifest = "/etc/svoe/datafeed.yaml"
-    assert c["collector"]["command"] == ["svoe", "collector", "--manifest", manifest, "--redis", redis_url]
-    assert c["aggregator"]["command"] == ["svoe", "aggregator", "--manifest", manifest, "--redis", redis_url]
+    feed_args = ["--manifest", manifest, "--redis", redis_url, "--health-host", "0.0.0.0", "--health-port"]
+    assert c["collector"]["command"] == ["svoe", "collector"]
+    assert c["collector"]["args"] == [*feed_args, "8080", "--log-file", "/tmp/feedhandler.log"]
+    assert c["aggregator"]["command"] == ["svoe", "aggregator"]
+    assert c["aggregator"]["args"] == [*feed_args, "8081"]
     assert c["redis"]["command"] == ["redis-server", "/etc/svoe/redis.conf"]
     assert c["collector"]["image"] == c["aggregator"]["image"] == "registry.example/svoe/feedpod:1.2.3"
     assert c["redis"]["image"] == "redis:7.4-alpine"
@@ -259,8 +262,8 @@ def test_the_live_stream_is_reachable_through_the_shard_service_by_default() -> 
 
 
 def test_feed_pods_get_the_operators_ca_bundle_and_extra_environment() -> None:
+    from svoe.api.contract import FEED_CA_FILE
     from svoe.operator.config import ConfigError
-    from svoe.operator.render import FEED_CA_FILE
 
     extra = '{"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_CA_BUNDLE": "/etc/svoe/ca/bundle.pem"}'
     config = OperatorConfig.from_env({"SVOE_FEED_CA_CONFIGMAP": "corp-ca", "SVOE_FEED_EXTRA_ENV": extra})

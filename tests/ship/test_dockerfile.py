@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from svoe.api.contract import AGGREGATOR_PORT, COLLECTOR_PORT, HEALTHZ_PATH, LIVE_PORT
 from tests.ship.conftest import ROOT, run_checkov
 from tests.ship.test_chart import parse_cli
 
@@ -101,6 +102,9 @@ def test_entry_points_follow_the_contract() -> None:
     assert contract["aggregator"][0] == "svoe" and contract["redis"][0] == "redis-server"
     feed_run = " ".join(a for i, a in st["feedpod"] if i == "RUN")
     assert "redis-server" in feed_run, "the feedpod image carries redis-server for the redis container"
+    feed_instrs = dict(st["feedpod"])
+    assert set(feed_instrs["EXPOSE"].split()) == {str(p) for p in (COLLECTOR_PORT, AGGREGATOR_PORT, LIVE_PORT)}
+    assert f"127.0.0.1:{COLLECTOR_PORT}{HEALTHZ_PATH}" in feed_instrs["HEALTHCHECK"]
     op = argv("operator")
     assert op[:2] == ["svoe", "operator"]
     for cmd in (op, contract["collector"], contract["aggregator"]):
