@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from svoe.api.channels import Channel
 from svoe.api.contract import LIVE_PORT
-from svoe.api.exchanges import STORED_CHANNELS, exchange_channels
+from svoe.api.exchanges import exchange_channels
 
 API_GROUP = "svoe.io"
 API_VERSION = "v1alpha1"
@@ -25,9 +26,6 @@ SYMBOL_PATTERN = r"^[A-Z0-9]{1,24}(-[A-Z0-9.]{1,24}){1,4}(-(call|put))?$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 # Kubernetes object names (RFC 1123 subdomain, kept short because pod names derive from it).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$"
-
-Channel = Literal["trades", "l2_book", "l3_book", "ticker", "candles", "funding", "open_interest", "liquidations"]
-assert set(Channel.__args__) == set(STORED_CHANNELS)  # type: ignore[attr-defined]
 
 
 def known_exchange(v: str) -> str:

@@ -9,18 +9,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-# Channels svoe knows how to store. cryptofeed offers a few more (l1_book, index, ...);
-# they are accepted only once the lake has a schema for them.
-STORED_CHANNELS: tuple[str, ...] = (
-    "trades",
-    "l2_book",
-    "l3_book",
-    "ticker",
-    "candles",
-    "funding",
-    "open_interest",
-    "liquidations",
-)
+from svoe.api.channels import MARKET_CHANNELS
+
+# The channels a DataFeed may list (svoe/api/channels.py). cryptofeed offers a few more (l1_book,
+# index, ...); they are accepted only once the registry, and so the lake, has them.
+STORED_CHANNELS: tuple[str, ...] = MARKET_CHANNELS
 
 
 @cache

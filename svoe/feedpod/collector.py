@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from svoe.api import DataFeed
+from svoe.api.channels import CHANNELS
 from svoe.api.contract import stream_key
 from svoe.exchanges.endpoints import redirected_feed_class
 from svoe.feedpod import metrics
@@ -96,7 +97,9 @@ class Collector:
         self.writer.append_nowait(self._events_key, FEED_EVENTS, payload)
 
     def book_gap(self, symbol: str, message: str) -> None:
-        book = "l3_book" if "l3_book" in self.spec.channels and "l2_book" not in self.spec.channels else "l2_book"
+        # cryptofeed's gap does not name the book: the l2 one when the feed has both.
+        books = [c for c in self.spec.channels if CHANNELS[c].is_book]
+        book = min(books, key=lambda c: CHANNELS[c].l3, default="l2_book")
         self.record("gap", book, symbol, seq_before=self._last_seq.get(symbol), message=message[:300])
 
     def _connection_streams(self, conn: Any) -> list[list[str]] | None:
@@ -158,7 +161,7 @@ class Collector:
         key_of = self._key
         depth = self.spec.book.depth
         every = self.spec.book.snapshot_interval
-        l3 = channel == "l3_book"
+        l3 = CHANNELS[channel].l3
 
         async def cb(book: Any, receipt_ts: float) -> None:
             symbol = book.symbol
@@ -194,7 +197,7 @@ class Collector:
     def callbacks(self) -> dict[str, Callback]:
         out: dict[str, Callback] = {}
         for ch in self.spec.channels:
-            out[ch] = self._book_callback(ch) if ch in ("l2_book", "l3_book") else self._simple_callback(ch)
+            out[ch] = self._book_callback(ch) if CHANNELS[ch].is_book else self._simple_callback(ch)
         return out
 
     # ---- feed ------------------------------------------------------------------------------

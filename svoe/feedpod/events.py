@@ -1,10 +1,10 @@
 """Normalized events: how the collector encodes a cryptofeed object for the Redis buffer, and how
 the aggregator and live subscribers read it back. The lake schema is in lake_schema.py.
 
-The buffer format is a compact JSON array per event, positional per channel (field names live in
-CHANNEL_FIELDS, not in every entry). Decimals are kept as strings so nothing is rounded before the
-lake; the lake stores them as float64 (see docs/lake-schema.md). Exchange and symbol are not in the
-entry: the stream key carries them.
+The buffer format is a compact JSON array per event, positional per channel (the field names live
+in the channel registry, svoe/api/channels.py, not in every entry). Decimals are kept as strings so
+nothing is rounded before the lake; the lake stores them as float64 (see docs/lake-schema.md).
+Exchange and symbol are not in the entry: the stream key carries them.
 """
 
 from __future__ import annotations
@@ -14,38 +14,16 @@ from typing import Any
 
 import orjson
 
+from svoe.api.channels import CHANNELS, SIMPLE_CHANNELS, keyed
+from svoe.api.channels import FEED_EVENTS as FEED_EVENTS
+
 Encoder = Callable[[Any, float], bytes]
 
-# Positional fields of each channel's buffer entry, after which the lake columns are named.
-CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "trades": ("timestamp", "receipt_timestamp", "side", "amount", "price", "id", "type"),
-    "ticker": ("timestamp", "receipt_timestamp", "bid", "ask"),
-    "candles": (
-        "timestamp",
-        "receipt_timestamp",
-        "start",
-        "stop",
-        "interval",
-        "trades",
-        "open",
-        "close",
-        "high",
-        "low",
-        "volume",
-        "closed",
-    ),
-    "funding": ("timestamp", "receipt_timestamp", "mark_price", "rate", "next_funding_time", "predicted_rate"),
-    "open_interest": ("timestamp", "receipt_timestamp", "open_interest"),
-    "liquidations": ("timestamp", "receipt_timestamp", "side", "quantity", "price", "id", "status"),
-    "l2_book": ("timestamp", "receipt_timestamp", "sequence_number", "snapshot", "bids", "asks"),
-    "l3_book": ("timestamp", "receipt_timestamp", "sequence_number", "snapshot", "bids", "asks"),
-    # What happened to the feed itself (docs/lake-schema.md, "Feed events"); see encode_feed_event.
-    "feed_events": ("timestamp", "receipt_timestamp", "kind", "event_channel", "event_symbol", "detail"),
-}
+# The registry's fields per channel, for readers of the buffer that only need the names.
+CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {name: c.fields for name, c in CHANNELS.items()}
 
 # The feed's own events go through the buffer like market data, in one stream per feed whose
 # `symbol` is this placeholder (the affected symbol, if any, is a column of the event).
-FEED_EVENTS = "feed_events"
 FEED_SYMBOL = "_feed"
 FEED_EVENT_KINDS = (
     "start",  # the collector started (detail: pid, streams)
@@ -123,14 +101,19 @@ def encode_book(book: Any, rts: float, full: bool, depth: int, l3: bool) -> byte
     return _dumps([book.timestamp, rts, book.sequence_number, 0, d["bid"], d["ask"]])
 
 
-SIMPLE_ENCODERS: dict[str, Encoder] = {
-    "trades": encode_trade,
-    "ticker": encode_ticker,
-    "candles": encode_candle,
-    "funding": encode_funding,
-    "open_interest": encode_open_interest,
-    "liquidations": encode_liquidation,
-}
+# Books have encode_book, the feed's events encode_feed_event; every other channel one of these.
+SIMPLE_ENCODERS: dict[str, Encoder] = keyed(
+    {
+        "trades": encode_trade,
+        "ticker": encode_ticker,
+        "candles": encode_candle,
+        "funding": encode_funding,
+        "open_interest": encode_open_interest,
+        "liquidations": encode_liquidation,
+    },
+    SIMPLE_CHANNELS,
+    "events.SIMPLE_ENCODERS",
+)
 
 
 def decode(channel: str, payload: bytes) -> dict[str, Any]:

@@ -4,18 +4,17 @@ into an Arrow table. Documented in docs/lake-schema.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svoe.feedpod.events import CHANNEL_FIELDS
+from svoe.api.channels import CHANNELS, ChannelSpec, level_column
 
 _F64 = pa.float64()
-_LEVELS = pa.list_(_F64)
-_IDS = pa.list_(pa.string())
+_STR = pa.string()
 
 # Lake schema per channel. Every row is one cryptofeed callback, so rows are countable events.
 # `svoe_id` is the Redis stream id of the event (`ms-seq`, kept for older readers); `svoe_ms` and
@@ -23,89 +22,41 @@ _IDS = pa.list_(pa.string())
 # `svoe_writer` names the collector, so rows of redundant collectors can be told apart.
 # `svoe_origin` is null as collected; on rows a compaction rewrote (svoe/lake/compact.py) it names
 # the collector whose copy the row is, so that what each collector saw can still be told.
+_SVOE_TYPES = {"svoe_id": _STR, "svoe_ms": pa.int64(), "svoe_seq": pa.int32(), "svoe_writer": _STR, "svoe_origin": _STR}
 ORDER_COLUMNS = ("svoe_ms", "svoe_seq")
-SVOE_COLUMNS = ("svoe_id", *ORDER_COLUMNS, "svoe_writer", "svoe_origin")
-_COMMON = [
-    ("svoe_id", pa.string()),
-    ("svoe_ms", pa.int64()),
-    ("svoe_seq", pa.int32()),
-    ("svoe_writer", pa.string()),
-    ("svoe_origin", pa.string()),
-    ("timestamp", _F64),
-    ("receipt_timestamp", _F64),
-]
-CHANNEL_SCHEMAS: dict[str, pa.Schema] = {
-    "trades": pa.schema(
-        [*_COMMON, ("side", pa.string()), ("amount", _F64), ("price", _F64), ("id", pa.string()), ("type", pa.string())]
-    ),
-    "ticker": pa.schema([*_COMMON, ("bid", _F64), ("ask", _F64)]),
-    "candles": pa.schema(
-        [
-            *_COMMON,
-            ("start", _F64),
-            ("stop", _F64),
-            ("interval", pa.string()),
-            ("trades", pa.int64()),
-            ("open", _F64),
-            ("close", _F64),
-            ("high", _F64),
-            ("low", _F64),
-            ("volume", _F64),
-            ("closed", pa.bool_()),
-        ]
-    ),
-    "funding": pa.schema(
-        [*_COMMON, ("mark_price", _F64), ("rate", _F64), ("next_funding_time", _F64), ("predicted_rate", _F64)]
-    ),
-    "open_interest": pa.schema([*_COMMON, ("open_interest", _F64)]),
+SVOE_COLUMNS = tuple(_SVOE_TYPES)
+
+# The Arrow type of every field of the registry (svoe/api/channels.py), whatever its channel: a
+# name means the same everywhere, and a field that is missing here fails at import.
+FIELD_TYPES: dict[str, pa.DataType] = {
+    **dict.fromkeys(("side", "id", "type", "interval", "status"), _STR),
     # The feed's own events (svoe/feedpod/events.py FEED_EVENT_KINDS); `detail` is a JSON object.
-    "feed_events": pa.schema(
-        [
-            *_COMMON,
-            ("kind", pa.string()),
-            ("event_channel", pa.string()),
-            ("event_symbol", pa.string()),
-            ("detail", pa.string()),
-        ]
+    **dict.fromkeys(("kind", "event_channel", "event_symbol", "detail"), _STR),
+    **dict.fromkeys(("trades", "sequence_number"), pa.int64()),
+    **dict.fromkeys(("closed", "snapshot"), pa.bool_()),
+    **dict.fromkeys(
+        ("timestamp", "receipt_timestamp", "amount", "price", "quantity", "bid", "ask", "start", "stop"), _F64
     ),
-    "liquidations": pa.schema(
-        [
-            *_COMMON,
-            ("side", pa.string()),
-            ("quantity", _F64),
-            ("price", _F64),
-            ("id", pa.string()),
-            ("status", pa.string()),
-        ]
-    ),
-    # Books: one row per update event. Level lists are parallel arrays (price[i], size[i]); a size
-    # of 0 deletes the level. `snapshot` rows hold the whole book after the event (cryptofeed's
-    # initial and resync snapshots, and every `book.snapshotInterval`-th update when configured).
-    "l2_book": pa.schema(
-        [
-            *_COMMON,
-            ("sequence_number", pa.int64()),
-            ("snapshot", pa.bool_()),
-            ("bid_price", _LEVELS),
-            ("bid_size", _LEVELS),
-            ("ask_price", _LEVELS),
-            ("ask_size", _LEVELS),
-        ]
-    ),
-    "l3_book": pa.schema(
-        [
-            *_COMMON,
-            ("sequence_number", pa.int64()),
-            ("snapshot", pa.bool_()),
-            ("bid_order_id", _IDS),
-            ("bid_price", _LEVELS),
-            ("bid_size", _LEVELS),
-            ("ask_order_id", _IDS),
-            ("ask_price", _LEVELS),
-            ("ask_size", _LEVELS),
-        ]
-    ),
+    **dict.fromkeys(("open", "close", "high", "low", "volume", "open_interest"), _F64),
+    **dict.fromkeys(("mark_price", "rate", "next_funding_time", "predicted_rate"), _F64),
 }
+# Books: one row per update event. Level lists are parallel arrays (price[i], size[i]); a size of 0
+# deletes the level. `snapshot` rows hold the whole book after the event (cryptofeed's initial and
+# resync snapshots, and every `book.snapshotInterval`-th update when configured).
+LEVEL_TYPES: dict[str, pa.DataType] = {"order_id": _STR, "price": _F64, "size": _F64}
+
+
+def _schema(channel: ChannelSpec) -> pa.Schema:
+    columns: list[tuple[str, pa.DataType]] = list(_SVOE_TYPES.items())
+    for name in channel.fields:
+        if channel.is_side(name):
+            columns += [(level_column(name, part), pa.list_(LEVEL_TYPES[part])) for part in channel.level()]
+        else:
+            columns.append((name, FIELD_TYPES[name]))
+    return pa.schema(columns)
+
+
+CHANNEL_SCHEMAS: dict[str, pa.Schema] = {name: _schema(c) for name, c in CHANNELS.items()}
 
 
 def identity_columns(channel: str) -> tuple[str, ...]:
@@ -117,72 +68,56 @@ def identity_columns(channel: str) -> tuple[str, ...]:
     )
 
 
+def _str(values: Sequence[Any]) -> pa.Array:
+    return pa.array([None if v is None else str(v) for v in values], _STR)
+
+
 def _num(values: Sequence[Any]) -> pa.Array:
     """Strings, numbers or None -> float64 (exact decimal strings parse to the nearest double)."""
-    arr = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return pc.cast(arr, _F64)
+    return pc.cast(_str(values), _F64)
 
 
-def _str(values: Sequence[Any]) -> pa.Array:
-    return pa.array([None if v is None else str(v) for v in values], pa.string())
+def _bool(values: Sequence[Any]) -> pa.Array:
+    return pa.array([None if v is None else bool(v) for v in values], pa.bool_())
 
 
-def _levels(rows: Sequence[Sequence[Any]], idx: int) -> pa.Array:
-    """List-of-levels column idx (0 = first element of each level) as list<float64>."""
+_CONVERT: dict[pa.DataType, Callable[[Sequence[Any]], pa.Array]] = {
+    _F64: _num,
+    _STR: _str,
+    pa.bool_(): _bool,
+    pa.int64(): lambda values: pa.array(values, pa.int64()),
+}
+
+
+def _levels(rows: Sequence[Sequence[Any]], idx: int, type_: pa.DataType) -> pa.Array:
+    """Part idx of every level of a book side (0 = first element of each level) as a list column."""
     offsets = [0]
     flat: list[str] = []
     for levels in rows:
         flat.extend(str(level[idx]) for level in levels)
         offsets.append(len(flat))
-    values = pc.cast(pa.array(flat, pa.string()), _F64)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
-
-
-def _level_ids(rows: Sequence[Sequence[Any]]) -> pa.Array:
-    offsets = [0]
-    flat: list[str] = []
-    for levels in rows:
-        flat.extend(str(level[0]) for level in levels)
-        offsets.append(len(flat))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.string()))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.cast(pa.array(flat, _STR), type_))
 
 
 def to_table(channel: str, ids: Sequence[str], payloads: Sequence[bytes], writer: str) -> pa.Table:
     """Encoded events of one stream -> Arrow table in the channel's lake schema."""
     rows = [orjson.loads(p) for p in payloads]
+    spec = CHANNELS[channel]
     schema = CHANNEL_SCHEMAS[channel]
-    id_array = pa.array(list(ids), pa.string())
+    id_array = pa.array(list(ids), _STR)
     id_parts = pc.split_pattern(id_array, "-", max_splits=1)
     cols: dict[str, pa.Array] = {
         "svoe_id": id_array,
         "svoe_ms": pc.cast(pc.list_element(id_parts, 0), pa.int64()),
         "svoe_seq": pc.cast(pc.list_element(id_parts, 1), pa.int32()),
-        "svoe_writer": pa.repeat(pa.scalar(writer, pa.string()), len(ids)),
-        "svoe_origin": pa.nulls(len(ids), pa.string()),
-        "timestamp": _num([r[0] for r in rows]),
-        "receipt_timestamp": _num([r[1] for r in rows]),
+        "svoe_writer": pa.repeat(pa.scalar(writer, _STR), len(ids)),
+        "svoe_origin": pa.nulls(len(ids), _STR),
     }
-    if channel in ("l2_book", "l3_book"):
-        cols["sequence_number"] = pa.array([r[2] for r in rows], pa.int64())
-        cols["snapshot"] = pa.array([bool(r[3]) for r in rows], pa.bool_())
-        bids = [r[4] for r in rows]
-        asks = [r[5] for r in rows]
-        if channel == "l3_book":
-            cols["bid_order_id"] = _level_ids(bids)
-            cols["bid_price"], cols["bid_size"] = _levels(bids, 1), _levels(bids, 2)
-            cols["ask_order_id"] = _level_ids(asks)
-            cols["ask_price"], cols["ask_size"] = _levels(asks, 1), _levels(asks, 2)
+    for i, name in enumerate(spec.fields):
+        column = [r[i] for r in rows]
+        if spec.is_side(name):
+            for j, part in enumerate(spec.level()):
+                cols[level_column(name, part)] = _levels(column, j, LEVEL_TYPES[part])
         else:
-            cols["bid_price"], cols["bid_size"] = _levels(bids, 0), _levels(bids, 1)
-            cols["ask_price"], cols["ask_size"] = _levels(asks, 0), _levels(asks, 1)
-    else:
-        for i, name in enumerate(CHANNEL_FIELDS[channel][2:], start=2):
-            field = schema.field(name)
-            column = [r[i] for r in rows]
-            if field.type == _F64:
-                cols[name] = _num(column)
-            elif field.type == pa.string():
-                cols[name] = _str(column)
-            else:
-                cols[name] = pa.array(column, field.type)
+            cols[name] = _CONVERT[FIELD_TYPES[name]](column)
     return pa.table([cols[f.name] for f in schema], schema=schema)

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from svoe.api.channels import CHANNELS
 from svoe.feedpod.events import FEED_EVENTS
 
 INF = math.inf
@@ -226,7 +227,7 @@ def lake_gaps(
     (their lakes predate them: their gaps cannot be told)."""
     scanner = lake.scanner
     events = _feed_events_in_order(scanner, exchange)
-    data_channels = [c for c in scanner.channels() if c != FEED_EVENTS]
+    data_channels = [c for c in scanner.channels() if CHANNELS[c].market_data]
     exchanges = sorted({b.key.exchange for b in scanner.blocks(data_channels, exchange)})
     found: list[Gap] = []
     silent: list[str] = []
@@ -240,7 +241,7 @@ def lake_gaps(
             blocks = scanner.blocks([channel], ex, [symbol] if symbol else None)
             if not blocks:
                 continue
-            book = channel in ("l2_book", "l3_book")
+            book = CHANNELS[channel].is_book
             cols = ["svoe_writer", "svoe_origin", "symbol", "receipt_timestamp", *(["snapshot"] if book else [])]
             table = scanner.dataset(channel, blocks).to_table(columns=cols)
             for r in table.to_pylist():

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from svoe.api.channels import CHANNELS
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
 from svoe.lake.gaps import Gap, lake_gaps
 from svoe.lake.scan import LakeError, LakeScanner
@@ -103,9 +104,8 @@ class ExchangeReport:
 def report_tasks(url: str, date: str | None = None) -> list[ReportTask]:
     scanner = LakeScanner(url)
     dates = None if date is None else {date}
-    pairs = sorted(
-        {(b.key.exchange, b.key.symbol) for b in scanner.blocks(None, dates=dates) if b.key.channel != FEED_EVENTS}
-    )
+    blocks = scanner.blocks(None, dates=dates)
+    pairs = sorted({(b.key.exchange, b.key.symbol) for b in blocks if CHANNELS[b.key.channel].market_data})
     if not pairs:
         where = f" on {date}" if date else ""
         raise LakeError(f"the lake {url} holds no market data{where}: nothing to report")
@@ -130,7 +130,7 @@ def symbol_report(task: ReportTask) -> SymbolReport:
     dates = None if task.date is None else {task.date}
     channels: list[ChannelReport] = []
     for channel in scanner.channels():
-        if channel == FEED_EVENTS:
+        if not CHANNELS[channel].market_data:
             continue
         blocks = scanner.blocks([channel], task.exchange, [task.symbol], dates)
         if not blocks:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from svoe.feedpod.events import FEED_EVENTS
+from svoe.api.channels import CHANNELS
 from svoe.lake.scan import LakeScanner
 from svoe.lake.view import exactly_once_counts_sql
 
@@ -29,7 +29,7 @@ def lake_counts(url: str, raw: bool = False) -> Counts:
         lambda: defaultdict(lambda: defaultdict(int))
     )
     for channel in scanner.channels():
-        if channel == FEED_EVENTS:  # the feed's own events are not market data: see `svoe lake gaps`
+        if not CHANNELS[channel].market_data:  # the feed's own events: see `svoe lake gaps`
             continue
         blocks = scanner.blocks([channel])
         if not blocks:
