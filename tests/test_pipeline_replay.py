@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from svoe.lake.layout import parse_relpath
 from svoe.replay import list_capture_exchanges, reference_counts
 from tests.conftest import CAPTURES, selected_params, thread_env
 from tests.pipeline_support import capture_manifest, svoe, write_manifest
@@ -35,13 +36,18 @@ def _exchanges() -> list[str]:
 
 
 def assert_no_duplicate_ids(lake: Path) -> None:
-    """Within one writer's rows of a stream, every stream id appears once."""
-    for stream_dir in {p.parent.parent for p in lake.rglob("*.parquet") if ".svoe-state" not in p.parts}:
-        table = pa.concat_tables(
-            pq.read_table(f, columns=["svoe_writer", "svoe_id"]) for f in sorted(stream_dir.rglob("*.parquet"))
-        )
+    """Within one writer's rows of a stream, every stream id appears once. Only the lake's blocks
+    count, as for every svoe reader (layout.parse_relpath): not `.svoe-state/`, and not the
+    temporary file a write killed before its rename leaves behind."""
+    streams: dict[tuple[str, str, str], list[Path]] = {}
+    for p in sorted(lake.rglob("*")):
+        key = parse_relpath(p.relative_to(lake).as_posix()) if p.is_file() else None
+        if key is not None:
+            streams.setdefault((key.channel, key.exchange, key.symbol), []).append(p)
+    for stream, files in streams.items():
+        table = pa.concat_tables(pq.read_table(f, columns=["svoe_writer", "svoe_id"]) for f in files)
         keys = list(zip(table["svoe_writer"].to_pylist(), table["svoe_id"].to_pylist(), strict=True))
-        assert len(keys) == len(set(keys)), f"duplicate events in {stream_dir}"
+        assert len(keys) == len(set(keys)), f"duplicate events in {'/'.join(stream)}"
 
 
 def _totals(res: Output) -> dict[str, dict[str, int]]:

@@ -54,7 +54,11 @@ class LocalLakeWriter:
         data = parquet_bytes(table, self.compression, row_group_size)
         # Write-then-rename so a crash never leaves a torn block under the final name; fsync
         # both the file and its directory so the ack that follows is backed by durable bytes.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+        # A write killed before its rename (kill -9 of the aggregator, whose writer dies with it)
+        # leaves its temporary file behind, whole or torn, while the retry stores the block under
+        # its name: so the temporary name must not look like Parquet to anything that globs
+        # `*.parquet` (it would count that block twice), hence `.{name}.{random}.tmp`.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
