@@ -6,7 +6,7 @@ from __future__ import annotations
 from svoe.feedpod.stats import (
     GapWindow,
     RateWindow,
-    backlog_from_replies,
+    backlog_total,
     count_since,
     events_per_second,
     rfc3339,
@@ -62,18 +62,9 @@ def test_gap_window_counts_the_last_hour_and_forgets_older_gaps() -> None:
     assert count_since([1.0, 2.0, 3.0], 2.0) == 2
 
 
-def test_backlog_is_pending_plus_lag_of_the_aggregators_group() -> None:
-    replies = [  # (XINFO GROUPS, XLEN) per stream
-        [{"name": b"svoe-aggregator", "pending": 3, "lag": 4}, {"name": b"someone-else", "pending": 100, "lag": 1}],
-        50,
-        [{b"name": b"svoe-aggregator", b"pending": 2, b"lag": None}],  # nil lag: the pending still count
-        9,
-        [],  # the aggregator has not created its group yet: every entry is unacknowledged
-        5,
-        Exception("ERR no such key"),  # no stream yet (a pipeline that does not raise)
-        0,
-    ]
-    assert backlog_from_replies(replies) == 3 + 4 + 2 + 5
+def test_backlog_sums_the_streams_that_have_one() -> None:
+    assert backlog_total([b"3", None, b"0", b"12"]) == 15  # HMGET: nil for a stream never written
+    assert backlog_total([]) == 0
 
 
 def test_document_and_timestamps() -> None:
@@ -107,14 +98,17 @@ def test_document_and_timestamps() -> None:
 
 
 def test_writer_counts_market_data_per_stream_with_its_newest_append_time() -> None:
-    from svoe.feedpod.redis_buffer import StreamWriter, _Pending
+    from svoe.feedpod.redis_buffer import StreamWriter, _Entry, _Pending
 
     a, b, ev = "svoe:X:trades:A", "svoe:X:l2_book:B", "svoe:X:feed_events:_feed"
-    batch = [_Pending(a, "1-0", b"", "trades", 10.0), _Pending(b, "1-0", b"", "l2_book", 11.0)]
-    batch += [_Pending(a, "1-1", b"", "trades", 12.0), _Pending(ev, "1-0", b"", "feed_events", 13.0)]
+    batch = [
+        _Entry(a, "1-0", [_Pending(a, b"", "trades", 10.0), _Pending(a, b"", "trades", 12.0)]),
+        _Entry(b, "1-0", [_Pending(b, b"", "l2_book", 11.0)]),
+        _Entry(ev, "1-0", [_Pending(ev, b"", "feed_events", 13.0)]),
+    ]
     w = StreamWriter(client=None, exchange="X")  # type: ignore[arg-type]  # _count does no I/O
     w._count(batch)
-    w._count([_Pending(b, "1-1", b"", "l2_book", 14.0)])
+    w._count([_Entry(b, "1-1", [_Pending(b, b"", "l2_book", 14.0)])])
     assert w.stream_events == {a: 2, b: 2} and w.events == 4
     offset = w.stream_last[b] - 14.0  # perf_counter to wall time, one offset per batch
     assert abs(w.stream_last[a] - 12.0 - offset) < 0.01 and ev not in w.stream_last

@@ -72,8 +72,18 @@ def parse_stream_key(key: str) -> tuple[str, str, str]:
 
 
 def stats_key(exchange: str) -> str:
-    """Hash of running totals (collected, flushed) that `svoe run` shows as progress."""
+    """Hash of running totals (collected, flushed) that `svoe run` shows as progress, and each
+    stream's backlog in events (backlog_field)."""
     return f"{KEY_PREFIX}:{exchange}:stats"
+
+
+BACKLOG_FIELD_PREFIX = "backlog:"
+
+
+def backlog_field(key: str) -> str:
+    """Field of the stats hash counting a stream's events written and not yet flushed: entries hold
+    many events, so the consumer group's entry counts are not event counts."""
+    return f"{BACKLOG_FIELD_PREFIX}{key}"
 
 
 def heartbeat_key(exchange: str) -> str:

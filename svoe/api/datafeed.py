@@ -173,8 +173,8 @@ class BufferOptions(_Model):
         Field(
             ge=1,
             description=(
-                "Unflushed entries per stream above which the pod reports unready and the backlog "
-                "metric alerts. Entries are never dropped."
+                "Unflushed events per stream above which the pod reports unready and the backlog "
+                "metric alerts. Events are never dropped."
             ),
         ),
     ] = 1_000_000

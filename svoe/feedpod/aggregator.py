@@ -2,10 +2,11 @@
 and writes Parquet blocks to the lake. An entry is acknowledged and trimmed only after the block
 holding it is durably written.
 
-Why retries never duplicate: a block's object name is the id of its first entry. Entries stay in
-the group's pending list until acknowledged, so after a crash the restarted aggregator re-reads its
-own pending entries first, in order, and its next block starts at the same first id: the retry
-overwrites the object it may already have written (with the same or more rows), never adds one.
+Why retries never duplicate: a block's object name is the id of its first event, and a block holds
+whole stream entries, so that is always an entry's id. Entries stay in the group's pending list
+until acknowledged, so after a crash the restarted aggregator re-reads its own pending entries
+first, in order, and its next block starts at the same first id: the retry overwrites the object it
+may already have written (with the same or more rows), never adds one.
 """
 
 from __future__ import annotations
@@ -21,15 +22,29 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from svoe.api import DataFeed
-from svoe.api.contract import CONSUMER, GROUP, PAYLOAD_FIELD, collector_key, heartbeat_key, stats_key, stream_key
+from svoe.api.contract import (
+    CONSUMER,
+    GROUP,
+    PAYLOAD_FIELD,
+    backlog_field,
+    collector_key,
+    heartbeat_key,
+    stats_key,
+    stream_key,
+)
 from svoe.feedpod import metrics
 from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
-from svoe.feedpod.redis_buffer import buffer_streams, raw_pipeline
+from svoe.feedpod.redis_buffer import EVENT_SEPARATOR, MAX_ENTRY_EVENTS, buffer_streams, raw_pipeline
 
 LOG = logging.getLogger(__name__)
 
+# Events per stream per read, at most about: a read's reply and the work on it stay small enough
+# that live publishing never waits long behind it.
 READ_COUNT = 5000
+# Entries per stream per read, at most: bounds a read that comes before the estimate of events per
+# entry has risen (a burst of full entries after a quiet spell) to this many full entries.
+READ_MAX_ENTRIES = 4 * READ_COUNT // MAX_ENTRY_EVENTS
 
 
 @dataclass
@@ -38,8 +53,10 @@ class _Stream:
     channel: str
     symbol: str
     topic: bytes
+    # Held events (ids and payloads) and the stream entries they came in (acknowledged whole).
     ids: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
+    entries: list[bytes] = field(default_factory=list)
     since: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
@@ -71,6 +88,10 @@ class Aggregator:
         self.last_flush_ok = True
         self._flushing: asyncio.Task[None] | None = None
         self.drained = False
+        # Events per stream entry, a running estimate: XREADGROUP counts entries, not events. It
+        # starts at the most an entry holds and follows a rise at once, so no read is oversized.
+        self._entry_events = float(MAX_ENTRY_EVENTS)
+        self._must_recover = False
 
     # ---- redis --------------------------------------------------------------------------------
     async def _ensure_groups(self) -> None:
@@ -82,20 +103,37 @@ class Aggregator:
                     raise
 
     def _take(self, key: Any, entries: list[tuple[Any, Any]]) -> int:
+        """Hold the events of `entries` and publish each live; returns the number of events."""
         s = self.streams[key.decode() if isinstance(key, bytes) else key]
         if entries and not s.ids:
             s.since = time.monotonic()
+        publish = self.publisher.publish if self.publisher is not None else None
+        ids, payloads, sep = s.ids, s.payloads, EVENT_SEPARATOR
+        n = 0
         for entry_id, fields in entries:
             if fields is None:  # pending entry that was deleted; nothing to keep
                 continue
-            payload = fields[PAYLOAD_FIELD]
-            s.ids.append(entry_id.decode())
-            s.payloads.append(payload)
-            if self.publisher is not None:
-                self.publisher.publish(s.topic, payload, entry_id)
-        if entries and self.publisher is not None:
-            metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(len(entries))
-        return len(entries)
+            s.entries.append(entry_id)
+            events = fields[PAYLOAD_FIELD].split(sep)
+            ms, _, seq_text = entry_id.decode().partition("-")
+            seq = int(seq_text)
+            for i, payload in enumerate(events):
+                event_id = f"{ms}-{seq + i}"
+                ids.append(event_id)
+                payloads.append(payload)
+                if publish is not None:
+                    publish(s.topic, payload, event_id.encode())
+            n += len(events)
+        if n and self.publisher is not None:
+            metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(n)
+        if n:
+            ratio = n / len(entries)
+            self._entry_events = max(ratio, self._entry_events + 0.2 * (ratio - self._entry_events))
+        return n
+
+    def _read_count(self, events: int) -> int:
+        """How many entries to ask for so that about `events` events come back."""
+        return max(1, min(READ_MAX_ENTRIES, int(events / self._entry_events)))
 
     async def _recover_pending(self) -> int:
         """Re-read this consumer's unacknowledged entries that it does not hold: all of them after a
@@ -104,19 +142,23 @@ class Aggregator:
         again). Held entries are older than any lost one, so reading resumes after the last held."""
         total = 0
         for key, s in self.streams.items():
-            last = s.ids[-1] if s.ids else "0"
+            last: Any = s.entries[-1] if s.entries else "0"
             while True:
-                res: Any = await self.client.xreadgroup(GROUP, CONSUMER, {key: last}, count=READ_COUNT)
+                res: Any = await self.client.xreadgroup(
+                    GROUP, CONSUMER, {key: last}, count=self._read_count(READ_COUNT)
+                )
                 entries = res[0][1] if res else []
                 if not entries:
                     break
                 total += self._take(key, entries)
-                last = entries[-1][0].decode()
+                last = entries[-1][0]
         if total:
             LOG.info("recovered %d unacknowledged entries after a restart", total)
         return total
 
     async def _read_new(self, block_ms: int | None) -> int:
+        if self._must_recover:
+            await self._recover()
         cap = self.spec.storage.flush_max_rows
         wanted: dict[Any, Any] = {k: ">" for k, s in self.streams.items() if len(s.ids) < cap and s.failures == 0}
         if not wanted:
@@ -124,7 +166,7 @@ class Aggregator:
             await asyncio.sleep((block_ms or 0) / 1000 or 0.05)
             return 0
         res: Any = await self.client.xreadgroup(
-            GROUP, CONSUMER, wanted, count=min(READ_COUNT, cap), block=block_ms if block_ms else None
+            GROUP, CONSUMER, wanted, count=self._read_count(min(READ_COUNT, cap)), block=block_ms if block_ms else None
         )
         n = 0
         for key, entries in res or []:
@@ -139,8 +181,9 @@ class Aggregator:
         return draining or len(s.ids) >= storage.flush_max_rows or now - s.since >= storage.flush_interval_seconds
 
     async def _flush(self, s: _Stream) -> bool:
-        n = len(s.ids)
-        ids, payloads = s.ids[:n], s.payloads[:n]
+        # Reading goes on during the write; what is held now is whole entries.
+        n, held = len(s.ids), len(s.entries)
+        ids, payloads, entries = s.ids[:n], s.payloads[:n], s.entries[:held]
         started = time.perf_counter()
         try:
             size = await self.writer.write(s.channel, self.exchange, s.symbol, ids, payloads)
@@ -156,7 +199,7 @@ class Aggregator:
         metrics.FLUSH_DURATION.labels(self.exchange, s.channel).observe(time.perf_counter() - started)
         metrics.FLUSH_ROWS.labels(self.exchange, s.channel).inc(n)
         metrics.FLUSH_BYTES.labels(self.exchange, s.channel).inc(size)
-        # Durable: now acknowledge and trim. Entries below the last id are gone from the stream;
+        # Durable: now acknowledge and trim. Entries below the last one are gone from the stream;
         # the last one stays (trimmed next time), already acknowledged.
         while True:
             try:
@@ -164,9 +207,10 @@ class Aggregator:
                     self.client,
                     [
                         (b"MULTI",),
-                        (b"XACK", s.key, GROUP, *ids),
-                        (b"XTRIM", s.key, b"MINID", ids[-1]),
+                        (b"XACK", s.key, GROUP, *entries),
+                        (b"XTRIM", s.key, b"MINID", entries[-1]),
                         (b"HINCRBY", stats_key(self.exchange), b"flushed", n),
+                        (b"HINCRBY", stats_key(self.exchange), backlog_field(s.key), -n),
                         (b"EXEC",),
                     ],
                 )
@@ -178,7 +222,7 @@ class Aggregator:
                 metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
                 LOG.warning("ack of %s failed (%s); retrying", s.key, err)
                 await asyncio.sleep(0.5)
-        del s.ids[:n], s.payloads[:n]
+        del s.ids[:n], s.payloads[:n], s.entries[:held]
         s.since = time.monotonic()
         s.failures = 0
         s.retry_at = 0.0
@@ -212,22 +256,15 @@ class Aggregator:
     # ---- bookkeeping --------------------------------------------------------------------------
     async def _report(self) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for key in self.streams:
-            pipe.xinfo_groups(key)
+        pipe.hmget(stats_key(self.exchange), [backlog_field(k) for k in self.streams])
         pipe.info("memory")
-        res = await pipe.execute(raise_on_error=False)
+        backlogs, mem = await pipe.execute(raise_on_error=False)
         total = 0
-        for s, groups in zip(self.streams.values(), res, strict=False):
-            backlog = len(s.ids)
-            if isinstance(groups, list):
-                for g in groups:
-                    name = g.get("name")
-                    if name in (GROUP, GROUP.encode()):
-                        lag = g.get("lag") or 0
-                        backlog = int(g.get("pending") or 0) + int(lag)
-            metrics.STREAM_BACKLOG.labels(self.exchange, s.channel, s.symbol).set(backlog)
-            total = max(total, backlog)
-        mem = res[-1]
+        if isinstance(backlogs, list):
+            for s, value in zip(self.streams.values(), backlogs, strict=True):
+                backlog = int(value or 0)
+                metrics.STREAM_BACKLOG.labels(self.exchange, s.channel, s.symbol).set(backlog)
+                total = max(total, backlog)
         if isinstance(mem, dict):
             metrics.REDIS_USED_MEMORY.set(float(mem.get("used_memory", 0)))
             metrics.REDIS_MAXMEMORY.set(float(mem.get("maxmemory", 0)))
@@ -269,9 +306,16 @@ class Aggregator:
 
     async def _reconnect_groups(self) -> None:
         # After a Redis restart the group survives in the AOF; if Redis came back empty, recreate it.
+        # Until recovery succeeds, no `>` read may run: entries whose reply was lost would stay
+        # pending but unheld, be trimmed behind the next block, and be lost.
+        self._must_recover = True
         with contextlib.suppress(RedisError, OSError):
-            await self._ensure_groups()
-            await self._recover_pending()
+            await self._recover()
+
+    async def _recover(self) -> None:
+        await self._ensure_groups()
+        await self._recover_pending()
+        self._must_recover = False
 
     async def _drain(self, stall_timeout: float) -> None:
         """Read and flush everything the collector wrote, until it has stopped and nothing is left.

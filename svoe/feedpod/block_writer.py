@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svoe.api.datafeed import StorageOptions
-from svoe.feedpod.lake_schema import to_table
+from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.lake_writer import LakeWriter, make_writer
 from svoe.lake.layout import BlockKey
 

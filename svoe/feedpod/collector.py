@@ -268,7 +268,8 @@ async def run_collector(
     from svoe.feedpod import redis_buffer
 
     client = redis_buffer.connect(redis_url)
-    writer = StreamWriter(client, feed.spec.exchange)
+    entry_events = min(redis_buffer.MAX_ENTRY_EVENTS, feed.spec.storage.flush_max_rows)
+    writer = StreamWriter(client, feed.spec.exchange, max_entry_events=entry_events)
     await writer.start(stream_key(feed.spec.exchange, c, s) for c, s in buffer_streams(feed))
     collector = Collector(feed, writer)
     writer.on_backpressure = lambda on: collector.record("backpressure_on" if on else "backpressure_off")

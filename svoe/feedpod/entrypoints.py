@@ -79,7 +79,7 @@ def _stats_source(feed: DataFeed, redis_url: str, state: dict[str, Collector], r
     writer, started_at, streams = writer_identity(), time.time(), feed.streams()
 
     async def stats() -> dict[str, Any]:
-        backlog = await read_backlog(client, keys)
+        backlog = await read_backlog(client, exchange, keys)
         c = state.get("collector")
         now = time.monotonic()
         return stats_document(

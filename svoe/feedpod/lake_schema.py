@@ -1,15 +1,10 @@
-"""The lake's schema per channel, and the conversion of a block of buffer entries (events.py)
-into an Arrow table. Documented in docs/lake-schema.md.
+"""The lake's schema per channel, documented in docs/lake-schema.md. block_decode.py turns a
+block of buffer entries (events.py) into a table of this schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from svoe.api.channels import CHANNELS, ChannelSpec, level_column
 
@@ -66,58 +61,3 @@ def identity_columns(channel: str) -> tuple[str, ...]:
     return tuple(
         f.name for f in CHANNEL_SCHEMAS[channel] if f.name not in SVOE_COLUMNS and f.name != "receipt_timestamp"
     )
-
-
-def _str(values: Sequence[Any]) -> pa.Array:
-    return pa.array([None if v is None else str(v) for v in values], _STR)
-
-
-def _num(values: Sequence[Any]) -> pa.Array:
-    """Strings, numbers or None -> float64 (exact decimal strings parse to the nearest double)."""
-    return pc.cast(_str(values), _F64)
-
-
-def _bool(values: Sequence[Any]) -> pa.Array:
-    return pa.array([None if v is None else bool(v) for v in values], pa.bool_())
-
-
-_CONVERT: dict[pa.DataType, Callable[[Sequence[Any]], pa.Array]] = {
-    _F64: _num,
-    _STR: _str,
-    pa.bool_(): _bool,
-    pa.int64(): lambda values: pa.array(values, pa.int64()),
-}
-
-
-def _levels(rows: Sequence[Sequence[Any]], idx: int, type_: pa.DataType) -> pa.Array:
-    """Part idx of every level of a book side (0 = first element of each level) as a list column."""
-    offsets = [0]
-    flat: list[str] = []
-    for levels in rows:
-        flat.extend(str(level[idx]) for level in levels)
-        offsets.append(len(flat))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pc.cast(pa.array(flat, _STR), type_))
-
-
-def to_table(channel: str, ids: Sequence[str], payloads: Sequence[bytes], writer: str) -> pa.Table:
-    """Encoded events of one stream -> Arrow table in the channel's lake schema."""
-    rows = [orjson.loads(p) for p in payloads]
-    spec = CHANNELS[channel]
-    schema = CHANNEL_SCHEMAS[channel]
-    id_array = pa.array(list(ids), _STR)
-    id_parts = pc.split_pattern(id_array, "-", max_splits=1)
-    cols: dict[str, pa.Array] = {
-        "svoe_id": id_array,
-        "svoe_ms": pc.cast(pc.list_element(id_parts, 0), pa.int64()),
-        "svoe_seq": pc.cast(pc.list_element(id_parts, 1), pa.int32()),
-        "svoe_writer": pa.repeat(pa.scalar(writer, _STR), len(ids)),
-        "svoe_origin": pa.nulls(len(ids), _STR),
-    }
-    for i, name in enumerate(spec.fields):
-        column = [r[i] for r in rows]
-        if spec.is_side(name):
-            for j, part in enumerate(spec.level()):
-                cols[level_column(name, part)] = _levels(column, j, LEVEL_TYPES[part])
-        else:
-            cols[name] = _CONVERT[FIELD_TYPES[name]](column)
-    return pa.table([cols[f.name] for f in schema], schema=schema)

@@ -1,8 +1,8 @@
 """Live stream: every normalized event on a ZMQ PUB socket.
 
 Frames: [topic, payload, id]. The topic is `EXCHANGE.channel.SYMBOL`, so a subscriber can filter
-by prefix (`BINANCE.trades.`). The payload is the event's buffer entry, a JSON array whose fields
-are listed per channel in events.CHANNEL_FIELDS (`svoe.feedpod.events.decode` names them). The id
+by prefix (`BINANCE.trades.`). The payload is the event as the buffer holds it, a JSON array whose
+fields are listed per channel in events.CHANNEL_FIELDS (`svoe.feedpod.events.decode` names them). The id
 is the event's stream id (the lake's `svoe_id`): after an aggregator restart a few events may be
 published again, and the id lets a subscriber drop them.
 Live is best effort: a slow subscriber loses messages past ZMQ's high-water mark; the lake is the

@@ -26,8 +26,17 @@ import redis.asyncio as aioredis
 import yaml
 
 from svoe.api import DataFeed
-from svoe.api.contract import COLLECTOR_PORT, METRICS_PATH, collector_key, stats_key, stream_key, writer_key
+from svoe.api.contract import (
+    COLLECTOR_PORT,
+    METRICS_PATH,
+    backlog_field,
+    collector_key,
+    stats_key,
+    stream_key,
+    writer_key,
+)
 from svoe.feedpod.redis_buffer import buffer_streams
+from svoe.feedpod.stats import backlog_total
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
 from svoe.net import free_port
 
@@ -102,13 +111,8 @@ async def writer_for_run(client: aioredis.Redis, feed: DataFeed) -> str:
     key = writer_key(feed.spec.exchange)
     stored = await client.get(key)
     if stored is not None:
-        pipe = client.pipeline(transaction=False)
-        for ch, sym in buffer_streams(feed):
-            pipe.xinfo_groups(stream_key(feed.spec.exchange, ch, sym))
-        unflushed = 0
-        for groups in await pipe.execute(raise_on_error=False):
-            for g in groups if isinstance(groups, list) else []:
-                unflushed += int(g.get("pending") or 0) + int(g.get("lag") or 0)
+        keys = [stream_key(feed.spec.exchange, ch, sym) for ch, sym in buffer_streams(feed)]
+        unflushed = backlog_total(await client.hmget(stats_key(feed.spec.exchange), [backlog_field(k) for k in keys]))
         if unflushed:
             return stored.decode() if isinstance(stored, bytes) else str(stored)
     identity = sanitize_writer(f"{feed.name}-{uuid.uuid4().hex[:8]}")

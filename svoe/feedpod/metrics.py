@@ -25,7 +25,7 @@ CALLBACK_TO_REDIS = Histogram(
 REDIS_ERRORS = Counter("svoe_redis_errors", "Failed Redis operations (retried)", ["component", "op"])
 STREAM_BACKLOG = Gauge(
     "svoe_stream_backlog",
-    "Entries in the Redis stream not yet flushed to the lake",
+    "Events in the Redis stream not yet flushed to the lake",
     ["exchange", "channel", "symbol"],
     multiprocess_mode="mostrecent",
 )

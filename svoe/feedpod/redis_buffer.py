@@ -1,11 +1,16 @@
 """The Redis stream buffer between collector and aggregator.
 
 Writing side (collector): events are appended to one stream per (channel, symbol) in pipelined
-batches. Each entry gets an explicit, strictly increasing id chosen by the writer, which makes a
-retried batch idempotent: Redis rejects an id that is not above the stream's top, so an entry that
-already landed before a connection loss is never written twice. Unflushed entries are never
-trimmed: under a Redis outage or a slow aggregator the writer keeps its batch, applies backpressure
-to the feed, and reports the backlog instead of dropping data.
+batches. Consecutive events of one stream share one stream entry (newline-joined payloads): the
+per-entry costs of Redis, of reading and of acknowledging are paid once per entry, not per event.
+An event's id is its entry's id plus its index (`ms-(seq+i)`): the writer reserves a run of ids per
+entry, so every event keeps a unique, strictly increasing id, as the lake's `svoe_id` records.
+
+The writer chooses the ids itself, which makes a retried batch idempotent: Redis rejects an id that
+is not above the stream's top, so an entry that already landed before a connection loss is never
+written twice. Unflushed entries are never trimmed: under a Redis outage or a slow aggregator the
+writer keeps its batch, applies backpressure to the feed, and reports the backlog instead of
+dropping data.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +28,7 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from svoe.api import DataFeed
-from svoe.api.contract import parse_stream_key, stats_key
+from svoe.api.contract import BACKLOG_FIELD_PREFIX, PAYLOAD_FIELD, parse_stream_key, stats_key
 from svoe.feedpod import metrics
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
 
@@ -33,25 +38,45 @@ LOG = logging.getLogger(__name__)
 # distribution and avoids a histogram update per event on the hot path.
 LATENCY_SAMPLE_EVERY = 8
 
-# Appends a batch: KEYS are the streams, ARGV holds (id, payload) pairs, then the stats key.
-# An id at or below a stream's top means the entry landed before a lost reply; it is skipped so
-# a retried batch never writes anything twice. Any other error aborts the batch (retried whole).
+# Events per stream entry at most. The aggregator flushes whole entries (a block never splits
+# one, so a retried block starts at the same id), so this also bounds how far past flushMaxRows a
+# block can grow; the collector lowers it to flushMaxRows when that is smaller.
+MAX_ENTRY_EVENTS = 500
+
+# Appends a batch: KEYS are the streams; ARGV holds the payload field, the stats key and the
+# backlog field prefix, then (id, payload, events) per entry. An id at or below a stream's top
+# means the entry landed before a lost reply; it is skipped so a retried batch never writes
+# anything twice. Any other error aborts the batch (retried whole; what landed is skipped then).
 _APPEND_LUA = b"""
+local field, stats, prefix = ARGV[1], ARGV[2], ARGV[3]
 local dup = 0
 for i = 1, #KEYS do
-  local r = redis.pcall('XADD', KEYS[i], ARGV[2 * i - 1], 'd', ARGV[2 * i])
+  local j = 3 * i + 1
+  local r = redis.pcall('XADD', KEYS[i], ARGV[j], field, ARGV[j + 1])
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'equal or smaller', 1, true) then
       dup = dup + 1
     else
       return redis.error_reply(r.err)
     end
+  else
+    local n = tonumber(ARGV[j + 2])
+    redis.call('HINCRBY', stats, 'collected', n)
+    redis.call('HINCRBY', stats, prefix .. KEYS[i], n)
   end
 end
-redis.call('HINCRBY', ARGV[#ARGV], 'collected', #KEYS - dup)
 return dup
 """
 _APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
+
+EVENT_SEPARATOR = b"\n"  # never inside an event: JSON escapes newlines in strings
+
+
+def split_entry(entry_id: bytes | str, payload: bytes) -> Iterator[tuple[str, bytes]]:
+    """The events of one stream entry with their ids (`ms-(seq+i)`)."""
+    ms, seq = _id_tuple(entry_id)
+    for i, event in enumerate(payload.split(EVENT_SEPARATOR)):
+        yield f"{ms}-{seq + i}", event
 
 
 def buffer_streams(feed: DataFeed) -> list[tuple[str, str]]:
@@ -93,28 +118,43 @@ def _id_tuple(raw: bytes | str) -> tuple[int, int]:
 
 @dataclass
 class _Pending:
+    """One event waiting for its batch."""
+
     key: str
-    entry_id: str
     payload: bytes
     channel: str
     created: float
 
 
 @dataclass
+class _Entry:
+    """Consecutive events of one stream, written as one stream entry under `entry_id`."""
+
+    key: str
+    entry_id: str
+    events: list[_Pending]
+
+
+@dataclass
 class StreamWriter:
-    """Batches XADDs from the collector's callbacks and writes them from one background task."""
+    """Batches events from the collector's callbacks and writes them from one background task."""
 
     client: aioredis.Redis
     exchange: str
     high_water: int = 10_000
     max_batch: int = 2_000
+    max_entry_events: int = MAX_ENTRY_EVENTS
     _buf: list[_Pending] = field(default_factory=list)
+    # Entries of a failed write, with their ids fixed: a retry must reuse them to be idempotent.
+    _retry: list[_Entry] = field(default_factory=list)
+    _retry_events: int = 0
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _room: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
     _task: asyncio.Task[None] | None = None
     written: int = 0
+    entries_written: int = 0
     redis_ok: bool = False
     _latency_children: dict[str, Any] = field(default_factory=dict)
     _series_children: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -147,23 +187,42 @@ class StreamWriter:
                 await asyncio.sleep(0.5)
         for k, info in zip(keys, res, strict=True):
             if isinstance(info, dict):
-                self._last[k] = _id_tuple(
+                ms, _ = _id_tuple(
                     info[b"last-generated-id"] if b"last-generated-id" in info else info["last-generated-id"]
                 )
+                # The top entry's events took ids after its own; the next millisecond is above all.
+                self._last[k] = (ms + 1, -1)
         self.redis_ok = True
         self._task = asyncio.create_task(self._run(), name="svoe.redis-writer")
 
-    def _next_id(self, key: str) -> str:
+    def _entries(self, batch: list[_Pending]) -> list[_Entry]:
+        """Group a batch into entries per stream, in order, reserving each entry's run of ids."""
+        per_key: dict[str, list[_Pending]] = {}
+        for p in batch:
+            events = per_key.get(p.key)
+            if events is None:
+                per_key[p.key] = [p]
+            else:
+                events.append(p)
         now = int(time.time() * 1000)
-        last = self._last.get(key)
-        new = (now, 0) if last is None or now > last[0] else (last[0], last[1] + 1)
-        self._last[key] = new
-        return f"{new[0]}-{new[1]}"
+        size = self.max_entry_events
+        out: list[_Entry] = []
+        for key, events in per_key.items():
+            for i in range(0, len(events), size):
+                chunk = events[i : i + size]
+                last = self._last.get(key)
+                ms, seq = (now, 0) if last is None or now > last[0] else (last[0], last[1] + 1)
+                self._last[key] = (ms, seq + len(chunk) - 1)
+                out.append(_Entry(key, f"{ms}-{seq}", chunk))
+        return out
+
+    def _append(self, key: str, channel: str, payload: bytes) -> None:
+        self._buf.append(_Pending(key, payload, channel, time.perf_counter()))
+        self._wake.set()
 
     async def append(self, key: str, channel: str, payload: bytes) -> None:
-        self._buf.append(_Pending(key, self._next_id(key), payload, channel, time.perf_counter()))
-        self._wake.set()
-        if len(self._buf) >= self.high_water:
+        self._append(key, channel, payload)
+        if len(self._buf) + self._retry_events >= self.high_water:
             # Backpressure: the feed's read loop waits here, so the exchange socket fills up
             # instead of this process's memory, and nothing is dropped.
             if self._room.is_set() and self.on_backpressure is not None:
@@ -174,30 +233,33 @@ class StreamWriter:
     def append_nowait(self, key: str, channel: str, payload: bytes) -> None:
         """Append without waiting for room: for the feed's own rare events, which must not block
         (they are recorded from logging handlers and from inside backpressure itself)."""
-        self._buf.append(_Pending(key, self._next_id(key), payload, channel, time.perf_counter()))
-        self._wake.set()
+        self._append(key, channel, payload)
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
-            if not self._buf:
+            if not self._buf and not self._retry:
                 if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 # Let other ready callbacks add to this batch before it goes out.
                 await asyncio.sleep(0)
-            # Bounded pipelines keep the writer's transient memory flat under a burst.
-            batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
+            if self._retry:
+                entries, self._retry, self._retry_events = self._retry, [], 0
+            else:
+                # Bounded pipelines keep the writer's transient memory flat under a burst.
+                batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
+                entries = self._entries(batch)
             try:
-                await self._write(batch)
+                await self._write(entries)
                 self.redis_ok = True
                 backoff = 0.05
             except (RedisError, OSError) as err:
                 self.redis_ok = False
                 metrics.REDIS_ERRORS.labels("collector", "xadd").inc()
-                LOG.warning("redis write failed (%s); %d events kept, retrying in %.2fs", err, len(batch), backoff)
-                self._buf = batch + self._buf
+                self._retry, self._retry_events = entries, sum(len(e.events) for e in entries)
+                LOG.warning("redis write failed (%s); %d events kept, retrying in %.2fs", err, self.pending, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -206,16 +268,17 @@ class StreamWriter:
                     self.on_backpressure(False)
                 self._room.set()
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, entries: list[_Entry]) -> None:
         # The whole batch is one EVALSHA packed by hiredis: one command and one reply per batch.
         # Per-entry XADDs through redis-py's pure-Python packing and reply parsing were the
         # collector's largest cost per event in a profile (docs/performance.md).
-        args: list[bytes | str | int] = [b"EVALSHA", _APPEND_SHA, len(batch)]
-        args.extend(p.key for p in batch)
-        for p in batch:
-            args.append(p.entry_id)
-            args.append(p.payload)
-        args.append(self.stats_key)
+        args: list[bytes | str | int] = [b"EVALSHA", _APPEND_SHA, len(entries)]
+        args.extend(e.key for e in entries)
+        args.extend((PAYLOAD_FIELD, self.stats_key, BACKLOG_FIELD_PREFIX))
+        for e in entries:
+            args.append(e.entry_id)
+            args.append(EVENT_SEPARATOR.join([p.payload for p in e.events]))
+            args.append(len(e.events))
         evalsha = tuple(args)
         reply = (await raw_pipeline(self.client, [evalsha]))[0]
         if isinstance(reply, NoScriptError):
@@ -223,26 +286,22 @@ class StreamWriter:
         if isinstance(reply, Exception):
             raise reply
         done = time.perf_counter()
-        for i in range(0, len(batch), LATENCY_SAMPLE_EVERY):
-            p = batch[i]
-            self._latency(p.channel).observe(done - p.created)
-        self.written += len(batch)
-        self._count(batch)
+        for e in entries:
+            for p in e.events[::LATENCY_SAMPLE_EVERY]:
+                self._latency(p.channel).observe(done - p.created)
+        self.written += sum(len(e.events) for e in entries)
+        self.entries_written += len(entries)
+        self._count(entries)
 
-    def _count(self, batch: list[_Pending]) -> None:
+    def _count(self, entries: list[_Entry]) -> None:
         """Per-stream event counts and last-event time, updated once per batch: a metric update
         per event was a measurable share of the collector's cost per event."""
         per_key: dict[str, int] = {}
-        for p in batch:
-            if p.channel != FEED_EVENTS:  # the feed's own events are not market data
-                per_key[p.key] = per_key.get(p.key, 0) + 1
-        # Each stream's newest entry, found from the batch's end: a few steps, not one per event.
         newest: dict[str, float] = {}
-        for p in reversed(batch):
-            if p.key in per_key and p.key not in newest:
-                newest[p.key] = p.created
-                if len(newest) == len(per_key):
-                    break
+        for e in entries:
+            if e.events[0].channel != FEED_EVENTS:  # the feed's own events are not market data
+                per_key[e.key] = per_key.get(e.key, 0) + len(e.events)
+                newest[e.key] = e.events[-1].created  # entries of a stream are in order
         now = time.time()
         # `created` is perf_counter at append, microseconds after cryptofeed's receipt timestamp;
         # one offset per batch turns it into wall time without a clock call per event.
@@ -274,7 +333,7 @@ class StreamWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._retry_events
 
     async def close(self) -> None:
         """Write everything still buffered, then stop."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from svoe.api.contract import GROUP, stream_key
+from svoe.api.contract import backlog_field, stats_key, stream_key
 
 RATE_WINDOW_SECONDS = 60.0
 GAP_WINDOW_SECONDS = 3600.0
@@ -90,42 +90,21 @@ class GapWindow:
 
 
 # ---- backlog ------------------------------------------------------------------------------------
-def _text(v: Any) -> Any:
-    return v.decode() if isinstance(v, bytes) else v
+def backlog_total(values: Sequence[Any]) -> int:
+    """Events written and not yet flushed, from the stats hash's backlog field of each stream
+    (contract.backlog_field): a stream nothing was written to yet has none."""
+    return sum(int(v) for v in values if v is not None)
 
 
-def _group_backlog(groups: Any, group: str) -> int | None:
-    for g in groups if isinstance(groups, list) else []:
-        info = {_text(k): v for k, v in g.items()} if isinstance(g, dict) else {}
-        if _text(info.get("name")) == group:
-            # A nil lag (Redis cannot tell after deletions inside the unread range) counts as 0,
-            # like the aggregator's svoe_stream_backlog; the pending entries still count.
-            return int(info.get("pending") or 0) + int(info.get("lag") or 0)
-    return None
-
-
-def backlog_from_replies(replies: Sequence[Any], group: str = GROUP) -> int:
-    """Entries not yet acknowledged by the aggregator, from an (XINFO GROUPS, XLEN) reply pair
-    per stream: the group's pending (read, not acked) plus its lag (not read yet). A stream the
-    group does not exist on yet (the aggregator is still starting) has all its entries unacked."""
-    total = 0
-    for groups, length in zip(replies[::2], replies[1::2], strict=True):
-        own = _group_backlog(groups, group)
-        total += own if own is not None else (length if isinstance(length, int) else 0)
-    return total
-
-
-async def read_backlog(client: Any, keys: Sequence[str]) -> int | None:
-    """The backlog of all streams in one pipelined round trip; None when Redis does not answer."""
+async def read_backlog(client: Any, exchange: str, keys: Sequence[str]) -> int | None:
+    """The backlog of all streams in one round trip; None when Redis does not answer."""
     try:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.xinfo_groups(key)
-            pipe.xlen(key)
-        replies = await asyncio.wait_for(pipe.execute(raise_on_error=False), BACKLOG_TIMEOUT_SECONDS)
+        values = await asyncio.wait_for(
+            client.hmget(stats_key(exchange), [backlog_field(k) for k in keys]), BACKLOG_TIMEOUT_SECONDS
+        )
     except Exception:  # unreachable, timed out, or the connection broke: the endpoint still answers
         return None
-    return backlog_from_replies(replies)
+    return backlog_total(values)
 
 
 # ---- the document -------------------------------------------------------------------------------

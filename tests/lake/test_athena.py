@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import orjson
 
-from svoe.feedpod.lake_schema import to_table
+from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.lake_writer import LocalLakeWriter
 from svoe.lake import Lake
 from svoe.lake.athena import with_views

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, to_table
+from svoe.feedpod.block_decode import to_table
+from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.feedpod.lake_writer import LocalLakeWriter
 from svoe.lake import Lake, LakeError
 from svoe.lake.layout import BlockKey, parse_relpath, resolve, writer_identity
