@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from svoe.net import free_port
 from tests.conftest import selected_params
 from tests.features.support import bits, book_and_trade_symbols, featureset_doc
 from tests.pipeline_support import capture_manifest, svoe
@@ -30,6 +31,9 @@ def run_both(captures: Path, root: Path, exchange: str) -> dict[str, Any]:
     (d / "feed.yaml").write_text(yaml.safe_dump(capture_manifest(captures, exchange, str(d / "lake"))))
     fs_doc = featureset_doc(exchange, book_and_trade_symbols(captures, exchange), "feed.yaml")
     fs_doc["spec"]["lateness"] = "5s"
+    # Runs go three at a time: each names its own port (a default port that is free when checked
+    # can be taken by a sibling run before it binds).
+    fs_doc["spec"]["live"] = {"port": free_port()}
     (d / "fs.yaml").write_text(yaml.safe_dump(fs_doc))
     live = svoe("features", "live", str(d / "fs.yaml"), "--replay", str(captures), "--replay-speed", "10",
                 "--out", str(d / "live.parquet"), "--health-port", "0")  # fmt: skip
