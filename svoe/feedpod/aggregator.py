@@ -35,7 +35,7 @@ from svoe.api.contract import (
 from svoe.feedpod import metrics
 from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
-from svoe.feedpod.redis_buffer import EVENT_SEPARATOR, MAX_ENTRY_EVENTS, buffer_streams, raw_pipeline
+from svoe.feedpod.redis_buffer import MAX_ENTRY_EVENTS, buffer_streams, raw_pipeline, split_entry
 
 LOG = logging.getLogger(__name__)
 
@@ -108,22 +108,18 @@ class Aggregator:
         if entries and not s.ids:
             s.since = time.monotonic()
         publish = self.publisher.publish if self.publisher is not None else None
-        ids, payloads, sep = s.ids, s.payloads, EVENT_SEPARATOR
-        n = 0
+        ids, payloads = s.ids, s.payloads
+        held = len(ids)
         for entry_id, fields in entries:
             if fields is None:  # pending entry that was deleted; nothing to keep
                 continue
             s.entries.append(entry_id)
-            events = fields[PAYLOAD_FIELD].split(sep)
-            ms, _, seq_text = entry_id.decode().partition("-")
-            seq = int(seq_text)
-            for i, payload in enumerate(events):
-                event_id = f"{ms}-{seq + i}"
+            for event_id, payload in split_entry(entry_id, fields[PAYLOAD_FIELD]):
                 ids.append(event_id)
                 payloads.append(payload)
                 if publish is not None:
                     publish(s.topic, payload, event_id.encode())
-            n += len(events)
+        n = len(ids) - held
         if n and self.publisher is not None:
             metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(n)
         if n:
