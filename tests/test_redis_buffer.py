@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from svoe.api.contract import backlog_field, stats_key, stream_key
+from svoe.api.contract import GROUP, PAYLOAD_FIELD, backlog_field, stats_key, stream_key
 from svoe.api.load import parse_manifest
 from svoe.feedpod import redis_buffer
 from svoe.feedpod.aggregator import Aggregator
@@ -53,7 +53,7 @@ def _events(url: str) -> list[tuple[str, bytes]]:
     import redis
 
     r = redis.Redis.from_url(url)
-    return [e for entry_id, fields in r.xrange(KEY) for e in split_entry(entry_id, fields[b"d"])]
+    return [e for entry_id, fields in r.xrange(KEY) for e in split_entry(entry_id, fields[PAYLOAD_FIELD])]
 
 
 def test_events_share_entries_and_keep_their_own_increasing_ids(redis_proc: RedisProc) -> None:
@@ -113,7 +113,7 @@ def test_aggregator_stores_every_event_and_acknowledges_whole_entries(redis_proc
             await w.append(key, "trades", trade % i)
         await w.close()
         for entry_id, fields in await w.client.xrange(key):
-            written.extend(i for i, _ in split_entry(entry_id, fields[b"d"]))
+            written.extend(i for i, _ in split_entry(entry_id, fields[PAYLOAD_FIELD]))
         writer = BlockWriter(feed.spec.storage, "w1")
         agg = Aggregator(feed, connect(redis_proc.url), writer)
         await agg._ensure_groups()
@@ -124,7 +124,7 @@ def test_aggregator_stores_every_event_and_acknowledges_whole_entries(redis_proc
         await agg._flushing
         writer.close()
         await agg._report()
-        pending = (await agg.client.xpending(key, "svoe-aggregator"))["pending"]
+        pending = (await agg.client.xpending(key, GROUP))["pending"]
         return agg.rows_written, pending, agg.backlog
 
     assert asyncio.run(run()) == (50, 0, 0)

@@ -29,14 +29,13 @@ from svoe.api import DataFeed
 from svoe.api.contract import (
     COLLECTOR_PORT,
     METRICS_PATH,
-    backlog_field,
     collector_key,
     stats_key,
     stream_key,
     writer_key,
 )
 from svoe.feedpod.redis_buffer import buffer_streams
-from svoe.feedpod.stats import backlog_total
+from svoe.feedpod.stats import backlog_total, stream_backlogs
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
 from svoe.net import free_port
 
@@ -112,7 +111,7 @@ async def writer_for_run(client: aioredis.Redis, feed: DataFeed) -> str:
     stored = await client.get(key)
     if stored is not None:
         keys = [stream_key(feed.spec.exchange, ch, sym) for ch, sym in buffer_streams(feed)]
-        unflushed = backlog_total(await client.hmget(stats_key(feed.spec.exchange), [backlog_field(k) for k in keys]))
+        unflushed = backlog_total(await stream_backlogs(client, feed.spec.exchange, keys))
         if unflushed:
             return stored.decode() if isinstance(stored, bytes) else str(stored)
     identity = sanitize_writer(f"{feed.name}-{uuid.uuid4().hex[:8]}")

@@ -96,12 +96,16 @@ def backlog_total(values: Sequence[Any]) -> int:
     return sum(int(v) for v in values if v is not None)
 
 
+async def stream_backlogs(client: Any, exchange: str, keys: Sequence[str]) -> list[Any]:
+    """Each stream's backlog counter (HMGET replies: nil for a stream never written); raises when
+    Redis does not answer."""
+    return list(await client.hmget(stats_key(exchange), [backlog_field(k) for k in keys]))
+
+
 async def read_backlog(client: Any, exchange: str, keys: Sequence[str]) -> int | None:
     """The backlog of all streams in one round trip; None when Redis does not answer."""
     try:
-        values = await asyncio.wait_for(
-            client.hmget(stats_key(exchange), [backlog_field(k) for k in keys]), BACKLOG_TIMEOUT_SECONDS
-        )
+        values = await asyncio.wait_for(stream_backlogs(client, exchange, keys), BACKLOG_TIMEOUT_SECONDS)
     except Exception:  # unreachable, timed out, or the connection broke: the endpoint still answers
         return None
     return backlog_total(values)
