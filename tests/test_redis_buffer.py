@@ -136,3 +136,56 @@ def test_aggregator_stores_every_event_and_acknowledges_whole_entries(redis_proc
     import redis
 
     assert redis.Redis.from_url(redis_proc.url).xlen(key) == 1  # trimmed to the top entry, acknowledged
+
+
+def test_aggregator_keeps_reading_while_a_full_block_is_written(redis_proc: RedisProc, tmp_path: Path) -> None:
+    """A stream holds up to two blocks: reading (and so the live stream) goes on while its full
+    block is written, and stops at the second block until the first is durable."""
+    cap = 20
+    feed = _feed(tmp_path / "lake", max_rows=cap)
+    key = stream_key("BINANCE", "trades", "BTC-USDT")
+    trade = b'[1.5,1.6,"buy","0.1","100.5","t%d","limit"]'
+
+    class HeldWriter(BlockWriter):
+        """The real block writer, whose first write waits until the test lets it go on."""
+
+        release = asyncio.Event()
+
+        async def write(self, *args: Any) -> int:
+            await self.release.wait()
+            return await super().write(*args)
+
+    async def run() -> tuple[int, int, int, int]:
+        w = StreamWriter(connect(redis_proc.url), "BINANCE", max_entry_events=5)
+        await w.start([key])
+        for i in range(3 * cap):  # three blocks' worth in Redis
+            await w.append(key, "trades", trade % i)
+        await w.close()
+        writer = HeldWriter(feed.spec.storage, "w1")
+        agg = Aggregator(feed, connect(redis_proc.url), writer)
+        s = agg.streams[key]
+        await agg._ensure_groups()
+        while len(s.ids) < cap:
+            await agg._read_new(block_ms=None)
+        await agg._flush_due(draining=False)
+        assert agg._flush_running
+        for _ in range(10):  # the block is being written: reading goes on, up to two blocks
+            await agg._read_new(block_ms=None)
+        held_during_write = len(s.ids)
+        writer.release.set()
+        while agg._flush_running or s.ids:
+            await agg._read_new(block_ms=None)
+            await agg._flush_due(draining=True)
+            await asyncio.sleep(0.01)
+        writer.close()
+        pending = (await agg.client.xpending(key, GROUP))["pending"]
+        return held_during_write, agg.rows_written, agg.blocks_written, pending
+
+    held, rows, blocks, pending = asyncio.run(run())
+    # Past one block while it is written; stopped near two (one read may overshoot) with a third waiting.
+    assert cap < held < 3 * cap
+    assert (rows, pending) == (3 * cap, 0)
+    assert blocks >= 2
+    files = list((tmp_path / "lake").rglob("*.parquet"))
+    ids = [i for f in files for i in pq.read_table(f).column("id").to_pylist()]
+    assert sorted(ids) == sorted(f"t{i}" for i in range(3 * cap))

@@ -24,18 +24,30 @@ from svoe.net import free_port
 SPEEDS = {"2k": 360.0, "5k": 900.0, "10k": 1800.0}
 
 
-def quantiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"p50": float("nan"), "p99": float("nan"), "samples": 0}
+# Samples that arrive within this many seconds of the first are start-up (connections, imports,
+# the aggregator's block-writer process), left out of the steady-state figures for both.
+WARMUP_SECONDS = 2.0
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+
+
+def quantiles(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """p50/p99 in ms of (arrival time, latency) samples after the warm-up, and p99 with it."""
+    if not samples:
+        return {"p50": float("nan"), "p99": float("nan"), "p99_with_startup": float("nan"), "samples": 0}
+    start = min(t for t, _ in samples) + WARMUP_SECONDS
+    steady = sorted(lat for t, lat in samples if t >= start)
     return {
-        "p50": ordered[len(ordered) // 2] * 1000,
-        "p99": ordered[int(len(ordered) * 0.99)] * 1000,
-        "samples": len(ordered),
+        "p50": _pct(steady, 0.5),
+        "p99": _pct(steady, 0.99),
+        "p99_with_startup": _pct(sorted(lat for _, lat in samples), 0.99),
+        "samples": len(steady),
     }
 
 
-def _subscribe_peer(port: int, out: list[float], stop: threading.Event, ready: threading.Event) -> None:
+def _subscribe_peer(port: int, out: list[tuple[float, float]], stop: threading.Event, ready: threading.Event) -> None:
     import orjson
     import zmq
 
@@ -52,7 +64,7 @@ def _subscribe_peer(port: int, out: list[float], stop: threading.Event, ready: t
             continue
         now = time.time()
         body = orjson.loads(msg.split(b" ", 1)[1])
-        out.append(now - float(body["receipt_timestamp"]))
+        out.append((now, now - float(body["receipt_timestamp"])))
     s.close()
     ctx.term()
 
@@ -63,7 +75,7 @@ def run_peer(capture_dir: str, exchange: str, symbols: list[str], seconds: float
     tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
     replay = ReplayProcess(capture_dir, exchange, speed)
     port = free_port()
-    lat: list[float] = []
+    lat: list[tuple[float, float]] = []
     stop, ready = threading.Event(), threading.Event()
     sub = threading.Thread(target=_subscribe_peer, args=(port, lat, stop, ready), daemon=True)
     sub.start()

@@ -204,7 +204,7 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
     flush = float(os.environ.get("SVOE_BENCH_FLUSH", "5"))
     env = write_manifest(tmp, exchange, symbols, replay.endpoints, flush, live_port if latency else None)
     common = ["--manifest", str(tmp / "feed.yaml"), "--redis", f"unix://{sock}", "--health-host", "127.0.0.1"]
-    lat: list[tuple[float, float]] = []
+    lat: list[tuple[float, float, float]] = []
     stop_sub = threading.Event()
     sub_thread = None
     if latency:
@@ -270,13 +270,11 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             if sub_thread is not None:
                 sub_thread.join()
             if lat:
-                total = sorted(t for t, _ in lat)
-                to_redis = sorted(r for _, r in lat)
+                from svoe.bench.live_latency import quantiles
+
                 res["latency_ms"] = {
-                    "p50": total[len(total) // 2] * 1000,
-                    "p99": total[int(len(total) * 0.99)] * 1000,
-                    "callback_to_append_p99": to_redis[int(len(to_redis) * 0.99)] * 1000,
-                    "samples": len(total),
+                    **quantiles([(t, total) for t, total, _ in lat]),
+                    "callback_to_append_p99": quantiles([(t, to_redis) for t, _, to_redis in lat])["p99"],
                 }
         return res
     finally:
@@ -290,7 +288,7 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _subscribe(port: int, out: list[tuple[float, float]], stop: threading.Event) -> None:
+def _subscribe(port: int, out: list[tuple[float, float, float]], stop: threading.Event) -> None:
     import orjson
     import zmq
 
@@ -307,7 +305,7 @@ def _subscribe(port: int, out: list[tuple[float, float]], stop: threading.Event)
         now = time.time()
         receipt = float(orjson.loads(payload)[1])
         in_redis = int(entry_id.split(b"-")[0]) / 1000  # the collector's id: its clock at append
-        out.append((now - receipt, in_redis - receipt))
+        out.append((now, now - receipt, in_redis - receipt))
     s.close()
     ctx.term()
 
