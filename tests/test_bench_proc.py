@@ -42,3 +42,21 @@ def test_tree_of_a_live_process_includes_its_busy_child() -> None:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     assert proc.cpu_seconds(p.pid) == 0.0  # reaped: nothing left to read
+
+
+def test_pod_parts_put_the_aggregators_children_under_the_block_writer() -> None:
+    child = _BURN.format(s=0.5) + "time.sleep(30)\n"
+    parent = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(30)\n"
+    agg = subprocess.Popen([sys.executable, "-c", parent], start_new_session=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while (parts := proc.pod_parts(idle.pid, agg.pid, idle.pid))["block_writer"] < 0.45:
+            assert time.monotonic() < deadline, "the aggregator's child never showed as the block writer"
+            time.sleep(0.1)
+        assert parts["aggregator"] < 0.3 and parts["collector"] < 0.3 and parts["redis"] < 0.3
+    finally:
+        os.killpg(agg.pid, signal.SIGKILL)
+        idle.kill()
+        agg.wait()
+        idle.wait()

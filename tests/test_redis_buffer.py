@@ -84,6 +84,26 @@ def test_a_restarted_writer_in_the_same_millisecond_reuses_no_id(
     assert len(ids) == len(set(ids)) == 5
 
 
+def test_a_feed_that_never_suspends_still_lets_the_writer_write(redis_proc: RedisProc) -> None:
+    """cryptofeed hands out queued websocket messages without suspending: the appends themselves
+    must yield, or nothing reaches Redis until the queue is empty."""
+
+    async def run() -> tuple[int, int, int]:
+        w = StreamWriter(connect(redis_proc.url), "X", yield_interval=0.0)
+        await w.start([KEY])
+        appended = 0
+        while w.written == 0:  # a catching-up feed: no await but append
+            await w.append(KEY, "trades", b"[%d]" % appended)
+            appended += 1
+        await w.close()
+        return appended, w.written, w.high_water
+
+    appended, written, high_water = asyncio.run(run())
+    # Without the yield, only backpressure at the high-water mark would let the writer run.
+    assert appended < high_water // 10
+    assert written == appended
+
+
 def test_a_retried_batch_writes_nothing_twice(redis_proc: RedisProc) -> None:
     async def run() -> tuple[int, int]:
         w = StreamWriter(connect(redis_proc.url), "X", max_entry_events=2)
@@ -156,7 +176,8 @@ def test_aggregator_keeps_reading_while_a_full_block_is_written(redis_proc: Redi
             return await super().write(*args)
 
     async def run() -> tuple[int, int, int, int]:
-        w = StreamWriter(connect(redis_proc.url), "BINANCE", max_entry_events=5)
+        # Never yielding, the appends go out as one batch: entries of 5 events each.
+        w = StreamWriter(connect(redis_proc.url), "BINANCE", max_entry_events=5, yield_interval=float("inf"))
         await w.start([key])
         for i in range(3 * cap):  # three blocks' worth in Redis
             await w.append(key, "trades", trade % i)

@@ -227,6 +227,7 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
         # Start-up ends at the first collected event: the whole pod's CPU from then on, down to
         # the last block written while draining, is the pod's cost for the events after it.
         startup_cpu, collected_at_start = None, 0
+        parts_at_start: dict[str, float] = {}
         backlog_max = 0  # the largest backlog the aggregator reported (its heartbeat, every second)
         while time.monotonic() - started < seconds:
             time.sleep(min(0.2 if startup_cpu is None else 1.0, max(0.0, seconds - (time.monotonic() - started))))
@@ -236,7 +237,9 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
                 n = int(stats.hget(stats_key(exchange), "collected") or 0)
                 if n:
                     startup_cpu, collected_at_start = sum(proc.tree_cpu_seconds(p) for p in pod), n
+                    parts_at_start = proc.pod_parts(*pod)
         cpu = proc.cpu_seconds(col.pid)
+        parts = proc.pod_parts(*pod)
         at_deadline = int(stats.hget(stats_key(exchange), "collected") or 0)
         wall = time.monotonic() - started
         col.send_signal(signal.SIGTERM)
@@ -264,6 +267,11 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             "backlog_max": backlog_max,
             "lake_bytes": lake_bytes,
             "pod_cpu_s_per_million": (pod_cpu - (startup_cpu or 0.0)) / max(stored - collected_at_start, 1) * 1e6,
+            # Each process's share up to the deadline (the drain at shutdown is not in these).
+            "pod_cpu_breakdown_s_per_million": {
+                k: (v - parts_at_start.get(k, 0.0)) / max(at_deadline - collected_at_start, 1) * 1e6
+                for k, v in parts.items()
+            },
         }
         if latency:
             stop_sub.set()
@@ -349,6 +357,8 @@ def bench_pipeline(capture_dir: str, exchange: str, repeat: int, seconds: float,
     out["pod_cpu_s_per_million"] = statistics.median(r["pod_cpu_s_per_million"] for r in runs["svoe_pipeline"])
     out["bare_cpu_s_per_million"] = statistics.median(r["cpu_s_per_million"] for r in runs["cryptofeed_bare"])
     out["pod_vs_bare_cpu"] = out["pod_cpu_s_per_million"] / out["bare_cpu_s_per_million"]
+    parts = [r["pod_cpu_breakdown_s_per_million"] for r in runs["svoe_pipeline"]]
+    out["pod_cpu_breakdown_s_per_million"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
     from svoe.bench.drain import run_drain
     from svoe.bench.live_latency import compare
 
@@ -361,7 +371,8 @@ def bench_pipeline(capture_dir: str, exchange: str, repeat: int, seconds: float,
         print(f"soak run at full speed: {soak:.0f}s ...", file=sys.stderr, flush=True)
         long = run_svoe(capture_dir, exchange, symbols, soak)
         out["soak"] = {k: long[k] for k in ("events", "wall", "stored", "collected", "rss_kb_first", "rss_kb_last",
-                                            "backlog_max", "pod_cpu_s_per_million")}  # fmt: skip
+                                            "backlog_max", "pod_cpu_s_per_million",
+                                            "pod_cpu_breakdown_s_per_million")}  # fmt: skip
         out["soak"]["every_update_stored"] = long["entries_stored"] == long["collected"]
     out["collector_rss_kb"] = {"first": last["rss_kb_first"], "last": last["rss_kb_last"]}
     return out

@@ -40,6 +40,16 @@ def tree_cpu_seconds(pid: int) -> float:
     return cpu_seconds(pid) + sum(tree_cpu_seconds(c) for c in children(pid))
 
 
+def pod_parts(collector: int, aggregator: int, redis: int) -> dict[str, float]:
+    """CPU seconds of each live process of a pod; the block writer is the aggregator's children."""
+    return {
+        "collector": cpu_seconds(collector),
+        "aggregator": cpu_seconds(aggregator),
+        "block_writer": sum(tree_cpu_seconds(c) for c in children(aggregator)),
+        "redis": cpu_seconds(redis),
+    }
+
+
 def rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

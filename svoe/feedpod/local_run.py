@@ -30,6 +30,7 @@ from svoe.api.contract import (
     COLLECTOR_PORT,
     METRICS_PATH,
     collector_key,
+    heartbeat_key,
     stats_key,
     stream_key,
     writer_key,
@@ -188,6 +189,20 @@ def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "svoe.cli", *args], env=env)
 
 
+async def _until_started(
+    client: aioredis.Redis, proc: subprocess.Popen[bytes], key: str, field: str, since: float, timeout: float = 300
+) -> None:
+    """Wait until a child has written its first state or heartbeat after `since`: it has its
+    signal handlers by then. A SIGTERM before that kills it outright, and an aggregator killed so
+    (a short capture on a slow machine) had flushed nothing."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
+            if float(await client.hget(key, field) or 0) >= since:
+                return
+        await asyncio.sleep(0.1)
+
+
 async def _stop_child(proc: subprocess.Popen[bytes], timeout: float) -> int:
     """SIGTERM, then wait without blocking the loop: the replay server in this process must keep
     answering the child's websocket close handshake while it shuts down."""
@@ -320,6 +335,7 @@ async def _run_local(
         env["XDG_CACHE_HOME"] = str(state / "cache")
         env["SVOE_WRITER"] = await writer_for_run(client, feed)
         common = ["--manifest", str(manifest), "--redis", redis_url]
+        spawned = time.time()
         aggregator = _child(["aggregator", *common, "--health-port", str(free_port())], env)
         procs.append(aggregator)
         collector = _child(
@@ -372,7 +388,9 @@ async def _run_local(
                         out.write(f"\nwarning: the collector handled {handled} of {server.sent} messages sent\n")
                     stop.set()
         # Order matters: the collector writes out its buffer, then the aggregator drains it all.
+        await _until_started(client, collector, collector_key(feed.spec.exchange), "at", spawned)
         code_c = await _stop_child(collector, timeout=60)
+        await _until_started(client, aggregator, heartbeat_key(feed.spec.exchange), "beat", spawned)
         code_a = await _stop_child(aggregator, timeout=3600)
         if exit_code == 0:
             exit_code = code_c or code_a

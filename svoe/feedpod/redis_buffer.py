@@ -144,6 +144,12 @@ class StreamWriter:
     high_water: int = 10_000
     max_batch: int = 2_000
     max_entry_events: int = MAX_ENTRY_EVENTS
+    # The feed's read loop yields to the event loop at least this often (seconds). websockets
+    # queues up to 1,024 messages (cryptofeed's max_queue) and hands out queued ones without
+    # suspending, so a collector catching up starved this writer for the whole queue: 0.7-1.7 s
+    # from receipt to Redis at 10k events/s. By time, not count, so batches stay large at speed.
+    yield_interval: float = 0.005
+    _yield_at: float = 0.0
     _buf: list[_Pending] = field(default_factory=list)
     # Entries of a failed write, with their ids fixed: a retry must reuse them to be idempotent.
     _retry: list[_Entry] = field(default_factory=list)
@@ -193,6 +199,7 @@ class StreamWriter:
                 # The top entry's events took ids after its own; the next millisecond is above all.
                 self._last[k] = (ms + 1, -1)
         self.redis_ok = True
+        self._yield_at = time.perf_counter() + self.yield_interval
         self._task = asyncio.create_task(self._run(), name="svoe.redis-writer")
 
     def _entries(self, batch: list[_Pending]) -> list[_Entry]:
@@ -216,12 +223,14 @@ class StreamWriter:
                 out.append(_Entry(key, f"{ms}-{seq}", chunk))
         return out
 
-    def _append(self, key: str, channel: str, payload: bytes) -> None:
-        self._buf.append(_Pending(key, payload, channel, time.perf_counter()))
+    def _append(self, key: str, channel: str, payload: bytes) -> float:
+        now = time.perf_counter()
+        self._buf.append(_Pending(key, payload, channel, now))
         self._wake.set()
+        return now
 
     async def append(self, key: str, channel: str, payload: bytes) -> None:
-        self._append(key, channel, payload)
+        now = self._append(key, channel, payload)
         if len(self._buf) + self._retry_events >= self.high_water:
             # Backpressure: the feed's read loop waits here, so the exchange socket fills up
             # instead of this process's memory, and nothing is dropped.
@@ -229,6 +238,9 @@ class StreamWriter:
                 self.on_backpressure(True)
             self._room.clear()
             await self._room.wait()
+        elif now >= self._yield_at:
+            self._yield_at = now + self.yield_interval
+            await asyncio.sleep(0)
 
     def append_nowait(self, key: str, channel: str, payload: bytes) -> None:
         """Append without waiting for room: for the feed's own rare events, which must not block
