@@ -236,8 +236,8 @@ def run_svoe(capture_dir: str, exchange: str, symbols: list[str], seconds: float
             if startup_cpu is None:
                 n = int(stats.hget(stats_key(exchange), "collected") or 0)
                 if n:
-                    startup_cpu, collected_at_start = sum(proc.tree_cpu_seconds(p) for p in pod), n
-                    parts_at_start = proc.pod_parts(*pod)
+                    parts_at_start, collected_at_start = proc.pod_parts(*pod), n
+                    startup_cpu = sum(parts_at_start.values())
         cpu = proc.cpu_seconds(col.pid)
         parts = proc.pod_parts(*pod)
         at_deadline = int(stats.hget(stats_key(exchange), "collected") or 0)
