@@ -39,19 +39,38 @@ def _duckdb() -> Any:
     return _connection
 
 
+def _sides(channel: str) -> dict[int, str]:
+    """Position in `v` -> the SQL that parses that book side's levels into a list of lists: typed
+    when every part of a level has one type (L2), else text, each part cast on its own (L3)."""
+    spec = CHANNELS[channel]
+    out: dict[int, str] = {}
+    for position, name in enumerate(spec.fields, start=1):
+        if spec.is_side(name):
+            element = _level_types(channel, name)[0] if len(set(_level_types(channel, name))) == 1 else "VARCHAR"
+            out[position] = f"from_json(v[{position}], '[[\"{element}\"]]')"
+    return out
+
+
+def _level_types(channel: str, side: str) -> list[str]:
+    types = {f.name: f.type for f in CHANNEL_SCHEMAS[channel]}
+    return [_SQL_TYPES[types[level_column(side, part)].value_type] for part in CHANNELS[channel].level()]
+
+
 def _expressions(channel: str) -> Iterator[tuple[str, str]]:
-    """(lake column, the SQL that extracts it from an event `j`, a JSON array) per column."""
+    """(lake column, the SQL that makes it from `v`, the event's fields as JSON text, and `s{n}`,
+    the parsed levels of the book side at position n) per column."""
     spec = CHANNELS[channel]
     types = {f.name: f.type for f in CHANNEL_SCHEMAS[channel]}
-    for position, name in enumerate(spec.fields):
+    for position, name in enumerate(spec.fields, start=1):
         if not spec.is_side(name):
-            yield name, f"CAST(j->>{position} AS {_SQL_TYPES[types[name]]})"
+            yield name, f"CAST(v[{position}] AS {_SQL_TYPES[types[name]]})"
             continue
-        # A book side: one list column per part of its levels ([price, size], or with an order id).
-        for k, part in enumerate(spec.level()):
-            column = level_column(name, part)
-            element = _SQL_TYPES[types[column].value_type]
-            yield column, f"CAST(json_extract_string(j, '$[{position}][*][{k}]') AS {element}[])"
+        # One list column per part of the side's levels ([price, size], or with an order id).
+        parts = _level_types(channel, name)
+        typed = len(set(parts)) == 1
+        for k, (part, sql_type) in enumerate(zip(spec.level(), parts, strict=True), start=1):
+            value = f"x[{k}]" if typed else f"CAST(x[{k}] AS {sql_type})"
+            yield level_column(name, part), f"list_transform(s{position}, lambda x: {value})"
 
 
 @cache
@@ -64,7 +83,12 @@ def decoded_schema(channel: str) -> pa.Schema:
 @cache
 def _query(channel: str) -> str:
     columns = ", ".join(f'{sql} AS "{name}"' for name, sql in _expressions(channel))
-    return f"SELECT {columns} FROM events"
+    # Each event is parsed once, by one multi-path extraction, and each book side once more, into
+    # lists. A path per column parsed the event once per column: 2.6 against 1.8 us per event.
+    paths = ", ".join(f"'$[{i}]'" for i in range(len(CHANNELS[channel].fields)))
+    fields = f"SELECT json_extract_string(j, [{paths}]) AS v FROM events"
+    sides = "".join(f", {sql} AS s{position}" for position, sql in _sides(channel).items())
+    return f"SELECT {columns} FROM (SELECT v{sides} FROM ({fields}))"
 
 
 def decode_block(channel: str, payloads: Sequence[bytes]) -> pa.Table:
