@@ -89,7 +89,9 @@ def test_a_feed_that_never_suspends_still_lets_the_writer_write(redis_proc: Redi
     must yield, or nothing reaches Redis until the queue is empty."""
 
     async def run() -> tuple[int, int, int]:
-        w = StreamWriter(connect(redis_proc.url), "X", yield_interval=0.0)
+        # A high-water mark far above what one Redis round trip takes to overlap, so that a
+        # loaded machine cannot make a working yield look like backpressure.
+        w = StreamWriter(connect(redis_proc.url), "X", yield_interval=0.0, high_water=1_000_000)
         await w.start([KEY])
         appended = 0
         while w.written == 0:  # a catching-up feed: no await but append

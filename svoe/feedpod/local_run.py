@@ -11,7 +11,6 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,20 +37,11 @@ from svoe.api.contract import (
 from svoe.feedpod.redis_buffer import buffer_streams
 from svoe.feedpod.stats import backlog_total, stream_backlogs
 from svoe.lake.layout import STATE_DIR, resolve, sanitize_writer
-from svoe.net import free_port
+from svoe.net import free_port, port_free
 
 
 class RunError(Exception):
     """A run that cannot start; the message names the fix."""
-
-
-def _port_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def choose_port(port: int | None, default: int, what: str, flag: str, host: str = "0.0.0.0") -> tuple[int, str]:
@@ -60,10 +50,10 @@ def choose_port(port: int | None, default: int, what: str, flag: str, host: str 
     if port == 0:
         return free_port(), ""
     if port is not None:
-        if not _port_free(port, host):
+        if not port_free(port, host):
             raise RunError(f"port {port} for {what} is in use: pass {flag} N, or {flag} 0 for a free one")
         return port, ""
-    if _port_free(default, host):
+    if port_free(default, host):
         return default, ""
     chosen = free_port()
     return chosen, f"{what}: port {default} is in use, using {chosen}"
@@ -79,7 +69,7 @@ class PortLock:
 
     async def release_when_bound(self, ports: list[tuple[int, str]], procs: list[subprocess.Popen[bytes]]) -> None:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_port_free(p, h) for p, h in ports):
+        while time.monotonic() < deadline and any(port_free(p, h) for p, h in ports):
             if any(p.poll() is not None for p in procs):
                 break
             await asyncio.sleep(0.05)
