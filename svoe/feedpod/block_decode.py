@@ -46,7 +46,8 @@ def _sides(channel: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for position, name in enumerate(spec.fields, start=1):
         if spec.is_side(name):
-            element = _level_types(channel, name)[0] if len(set(_level_types(channel, name))) == 1 else "VARCHAR"
+            parts = set(_level_types(channel, name))
+            element = parts.pop() if len(parts) == 1 else "VARCHAR"
             out[position] = f"from_json(v[{position}], '[[\"{element}\"]]')"
     return out
 
