@@ -73,13 +73,15 @@ class Collector:
         self.writer = writer
         self.exchange = feed.spec.exchange
         self.feed_obj: Any = None
-        self._book_events: dict[tuple[str, str], int] = {}
-        self._snapshots: dict[tuple[str, str], int] = {}
+        # Per channel, then per symbol: the callbacks look a symbol up in their channel's dict
+        # without building a tuple key per event.
+        self._book_events: dict[str, dict[str, int]] = {}
+        self._snapshots: dict[str, dict[str, int]] = {}
         # Only the feed's own streams: an exchange (or a replay) may send symbols nobody asked for,
         # and their entries would sit in Redis forever, since no aggregator reads those streams.
-        self._keys: dict[tuple[str, str], str] = {
-            (ch, sym): stream_key(self.exchange, ch, sym) for ch, sym in feed.streams()
-        }
+        self._keys: dict[str, dict[str, str]] = {}
+        for ch, sym in feed.streams():
+            self._keys.setdefault(ch, {})[sym] = stream_key(self.exchange, ch, sym)
         self.unsubscribed = 0
         self._events_key = stream_key(self.exchange, FEED_EVENTS, FEED_SYMBOL)
         self._last_seq: dict[str, Any] = {}  # symbol -> sequence number of its last book event
@@ -134,21 +136,19 @@ class Collector:
         conn.connect = connect
 
     # ---- callbacks -------------------------------------------------------------------------
-    def _key(self, channel: str, symbol: str) -> str | None:
-        key = self._keys.get((channel, symbol))
-        if key is None:
-            self.unsubscribed += 1
-            metrics.UNSUBSCRIBED.labels(self.exchange).inc()
-        return key
+    def _unsubscribed(self) -> None:
+        self.unsubscribed += 1
+        metrics.UNSUBSCRIBED.labels(self.exchange).inc()
 
     def _simple_callback(self, channel: str) -> Callback:
         encode = SIMPLE_ENCODERS[channel]
         append = self.writer.append
-        key_of = self._key
+        keys = self._keys.setdefault(channel, {})
 
         async def cb(obj: Any, receipt_ts: float) -> None:
-            key = key_of(channel, obj.symbol)
+            key = keys.get(obj.symbol)
             if key is None:
+                self._unsubscribed()
                 return
             self.events += 1
             await append(key, channel, encode(obj, receipt_ts))
@@ -158,29 +158,30 @@ class Collector:
     def _book_callback(self, channel: str) -> Callback:
         exchange = self.exchange
         append = self.writer.append
-        key_of = self._key
+        keys = self._keys.setdefault(channel, {})
+        book_events = self._book_events.setdefault(channel, {})
+        snapshots = self._snapshots.setdefault(channel, {})
         depth = self.spec.book.depth
         every = self.spec.book.snapshot_interval
         l3 = CHANNELS[channel].l3
 
         async def cb(book: Any, receipt_ts: float) -> None:
             symbol = book.symbol
-            key = key_of(channel, symbol)
+            key = keys.get(symbol)
             if key is None:
+                self._unsubscribed()
                 return
             self.events += 1
             full = False
             if every:
-                k = (channel, symbol)
-                n = self._book_events[k] = self._book_events.get(k, 0) + 1
+                n = book_events[symbol] = book_events.get(symbol, 0) + 1
                 full = n % every == 0
             if book.delta is None:
-                k = (channel, symbol)
-                seen = self._snapshots.get(k, 0)
+                seen = snapshots.get(symbol, 0)
                 if seen:
                     metrics.BOOK_RESYNCS.labels(exchange, symbol).inc()
                     self.record("resync", channel, symbol, seq_after=book.sequence_number)
-                self._snapshots[k] = seen + 1
+                snapshots[symbol] = seen + 1
             self._last_seq[symbol] = book.sequence_number
             await append(key, channel, encode_book(book, receipt_ts, full, depth, l3))
 
