@@ -96,5 +96,12 @@ def mark_all_ready(kube: KubeEmulator, ns: str, name: str) -> list[str]:
     return names
 
 
-def event_reasons(kube: KubeEmulator, ns: str, name: str) -> list[str]:
-    return [e["reason"] for e in kube.list(EVENTS, ns) if e.get("involvedObject", {}).get("name") == name]
+def event_reasons(kube: KubeEmulator, ns: str, name: str, *expected: str) -> list[str]:
+    """The reasons of an object's events, once every `expected` one is among them: kopf posts
+    events from a queue of its own, so one can arrive after the status change that caused it."""
+
+    def reasons() -> list[str] | None:
+        got = [e["reason"] for e in kube.list(EVENTS, ns) if e.get("involvedObject", {}).get("name") == name]
+        return got if set(expected) <= set(got) else None
+
+    return kube.wait_for(reasons, what=f"events {', '.join(expected)} of {name}") if expected else reasons() or []

@@ -70,7 +70,7 @@ def test_featureset_follows_its_source_and_reports_the_featurizer(
     apply(kube, featureset("feat", ["BTC-USDT"]))
     kube.wait_for(lambda: fs_condition(kube, "feat", "Ready").get("reason") == "SourceNotFound", what="SourceNotFound")
     assert kube.try_get(DEPLOYMENTS, NS, "feat-featurizer") is None
-    assert "SourceNotFound" in event_reasons(kube, NS, "feat")
+    event_reasons(kube, NS, "feat", "SourceNotFound")
 
     feed = datafeed("feed", ["BTC-USDT", "ETH-USDT"], per_pod=1)
     feed["metadata"]["namespace"] = NS
@@ -130,7 +130,7 @@ def test_featureset_follows_its_source_and_reports_the_featurizer(
     kube.wait_for(lambda: fs_condition(kube, "bad", "InvalidSpec").get("status") == "True", what="InvalidSpec")
     message = fs_condition(kube, "bad", "InvalidSpec")["message"]
     assert message.startswith("symbols: XRP-USDT not in the source DataFeed feed"), message
-    assert "InvalidSpec" in event_reasons(kube, NS, "bad")
+    event_reasons(kube, NS, "bad", "InvalidSpec")
     assert kube.try_get(DEPLOYMENTS, NS, "bad-featurizer") is None
 
     # What only the model can check (a window of whole intervals): InvalidSpec naming the field.
