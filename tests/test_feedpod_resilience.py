@@ -23,7 +23,7 @@ from svoe.feedpod.block_writer import encode_and_write
 from svoe.lake.stats import lake_counts
 from svoe.replay import reference_counts
 from tests.conftest import RedisProc
-from tests.pipeline_support import FeedPodProcesses, http_get, lake_totals
+from tests.pipeline_support import FeedPodProcesses, http_get, lake_totals, svoe
 from tests.test_pipeline_replay import assert_no_duplicate_ids
 
 EXCHANGE = "PHEMEX"
@@ -141,6 +141,17 @@ def test_block_write_killed_before_its_rename_leaves_no_second_copy(tmp_path: Pa
     assert [p.name for p in stream.rglob("*.parquet")] == ["1634000000000-0.pod-a.parquet"]
     assert_no_duplicate_ids(lake)
     assert lake_counts(str(lake), raw=True) == {"BINANCE": {"trades": {"BTC-USDT": n}}}
+    assert lake_counts(str(lake)) == {"BINANCE": {"trades": {"BTC-USDT": n}}}
+
+    # Compaction removes the killed write's file, but only from a partition that is closed.
+    leftover = [p for p in stream.rglob(".*.tmp")]
+    assert len(leftover) == 1
+    res = svoe("lake", "compact", str(lake))  # written a moment ago: left alone (--min-age)
+    assert res.returncode == 0, res.stderr
+    assert leftover[0].exists() and "removed" not in res.stdout
+    res = svoe("lake", "compact", str(lake), "--min-age", "0")
+    assert res.returncode == 0, res.stderr
+    assert "removed 1 temporary file left" in res.stdout and not leftover[0].exists(), res.stdout
     assert lake_counts(str(lake)) == {"BINANCE": {"trades": {"BTC-USDT": n}}}
 
 

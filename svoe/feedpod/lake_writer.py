@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from svoe.api.datafeed import StorageOptions
-from svoe.lake.layout import PARTITIONS, BlockKey, resolve
+from svoe.lake.layout import PARTITIONS, TEMPORARY_SUFFIX, BlockKey, resolve, temporary_prefix
 
 LOG = logging.getLogger(__name__)
 
@@ -56,9 +56,8 @@ class LocalLakeWriter:
         # both the file and its directory so the ack that follows is backed by durable bytes.
         # A write killed before its rename (kill -9 of the aggregator, whose writer dies with it)
         # leaves its temporary file behind, whole or torn, while the retry stores the block under
-        # its name: so the temporary name must not look like Parquet to anything that globs
-        # `*.parquet` (it would count that block twice), hence `.{name}.{random}.tmp`.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # its name (layout.temporary_prefix says how it is named; `svoe lake compact` removes it).
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=TEMPORARY_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -171,7 +171,7 @@ def cmd_compact(a: argparse.Namespace) -> int:
             raise LakeError("--symbol needs --exchange: symbols are named per exchange")
         channels = [a.channel] if a.channel else None
         tasks, skipped = plan_lake(a.lake_url, before, a.min_age, channels, a.exchange, a.symbol)
-        tasks = [CompactTask(t.url, t.partition, target) for t in tasks]
+        tasks = [CompactTask(t.url, t.partition, target, t.min_age) for t in tasks]
         done = run_tasks(compact_partition, tasks, label="compacting", scheduler=a.scheduler, workers=a.workers)
     except (LakeError, JobError) as err:
         return _fail("compact", err)
@@ -194,6 +194,9 @@ def cmd_compact(a: argparse.Namespace) -> int:
     rows = sum(r.rows for r in results)
     print(f"compacted {len(results)} partitions: {files_before:,} files -> {files_after:,}, "
           f"{rows:,} stored rows -> {events:,} exactly-once events")  # fmt: skip
+    if swept := sum(r.temporaries_removed for r in done):
+        files = "file" if swept == 1 else "files"
+        print(f"removed {swept:,} temporary {files} left by block writes killed before their rename")
     return 0
 
 
@@ -295,7 +298,8 @@ def add_lake_commands(sub: Any) -> None:
         help="rewrite closed partitions into a few large exactly-once files",
         description="Rewrite each closed partition (channel, exchange, symbol, date) into a few large files of its "
         "exactly-once events, in view order. Safe to kill at any point and to run again: the view never changes. "
-        "A partition is closed when its date is before --before and no file in it changed within --min-age.",
+        "A partition is closed when its date is before --before and no file in it changed within --min-age. "
+        "Temporary files of block writes killed before their rename are removed from the closed partitions.",
     )
     c.add_argument("lake_url", help="a lake directory or s3://bucket/prefix")
     c.add_argument("--before", metavar="DATE", help="only partitions of dates before this (default: today, UTC)")

@@ -54,6 +54,21 @@ def partition_dir(channel: str, exchange: str, symbol: str, date: str) -> str:
     return f"{channel}/exchange={exchange}/symbol={symbol}/date={date}"
 
 
+# A local block is written to a temporary file beside it and renamed. A write killed before its
+# rename leaves that file behind; its name must never look like Parquet to anything that globs
+# `*.parquet` (it would count the block twice), hence `.{block name}.{random}.tmp`.
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_prefix(block_name: str) -> str:
+    return f".{block_name}."
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name in a partition is a block write's temporary file."""
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
 def parse_relpath(rel: str) -> BlockKey | None:
     """A block's path relative to the lake root, or None for anything that is not a block."""
     parts = rel.strip("/").split("/")
