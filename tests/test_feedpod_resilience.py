@@ -144,7 +144,7 @@ def test_block_write_killed_before_its_rename_leaves_no_second_copy(tmp_path: Pa
     assert lake_counts(str(lake)) == {"BINANCE": {"trades": {"BTC-USDT": n}}}
 
     # Compaction removes the killed write's file, but only from a partition that is closed.
-    leftover = [p for p in stream.rglob(".*.tmp")]
+    leftover = list(stream.rglob(".*.tmp"))
     assert len(leftover) == 1
     res = svoe("lake", "compact", str(lake))  # written a moment ago: left alone (--min-age)
     assert res.returncode == 0, res.stderr

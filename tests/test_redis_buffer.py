@@ -196,7 +196,10 @@ def test_aggregator_keeps_reading_while_a_full_block_is_written(redis_proc: Redi
             await agg._read_new(block_ms=None)
         held_during_write = len(s.ids)
         writer.release.set()
-        while agg._flush_running or s.ids:
+        # Until everything is written, as the aggregator's own loop would: "nothing held and no
+        # write running" can hold for a moment while Redis still has unread entries.
+        deadline = time.monotonic() + 60
+        while (agg._flush_running or s.ids or agg.rows_written < 3 * cap) and time.monotonic() < deadline:
             await agg._read_new(block_ms=None)
             await agg._flush_due(draining=True)
             await asyncio.sleep(0.01)

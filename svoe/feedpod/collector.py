@@ -136,7 +136,7 @@ class Collector:
         conn.connect = connect
 
     # ---- callbacks -------------------------------------------------------------------------
-    def _unsubscribed(self) -> None:
+    def _count_unsubscribed(self) -> None:
         self.unsubscribed += 1
         metrics.UNSUBSCRIBED.labels(self.exchange).inc()
 
@@ -148,7 +148,7 @@ class Collector:
         async def cb(obj: Any, receipt_ts: float) -> None:
             key = keys.get(obj.symbol)
             if key is None:
-                self._unsubscribed()
+                self._count_unsubscribed()
                 return
             self.events += 1
             await append(key, channel, encode(obj, receipt_ts))
@@ -169,7 +169,7 @@ class Collector:
             symbol = book.symbol
             key = keys.get(symbol)
             if key is None:
-                self._unsubscribed()
+                self._count_unsubscribed()
                 return
             self.events += 1
             full = False

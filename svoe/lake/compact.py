@@ -248,8 +248,7 @@ def remove_dead_temporaries(scanner: LakeScanner, part: Partition, min_age: floa
 
 def compact_partition(task: CompactTask) -> CompactResult:
     scanner = LakeScanner(task.url)
-    part = task.partition
-    swept = remove_dead_temporaries(scanner, part, task.min_age, time.time())
+    swept = remove_dead_temporaries(scanner, task.partition, task.min_age, time.time())
     return dataclasses.replace(_compact(scanner, task), temporaries_removed=swept)
 
 
