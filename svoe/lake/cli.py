@@ -158,9 +158,13 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compact(a: argparse.Namespace) -> int:
+    import datetime as dt
+    import time
+
     from svoe.lake.compact import CompactTask, Skipped, compact_partition, parse_size, plan_lake
     from svoe.lake.jobs import JobError, run_tasks
     from svoe.lake.scan import LakeError, check_channel
+    from svoe.lake.temporaries import Sweep, sweep_lake
 
     try:
         target = parse_size(a.target_size)
@@ -170,8 +174,10 @@ def cmd_compact(a: argparse.Namespace) -> int:
         if a.symbol and not a.exchange:
             raise LakeError("--symbol needs --exchange: symbols are named per exchange")
         channels = [a.channel] if a.channel else None
-        tasks, skipped = plan_lake(a.lake_url, before, a.min_age, channels, a.exchange, a.symbol)
-        tasks = [CompactTask(t.url, t.partition, target, t.min_age) for t in tasks]
+        closed_before = before or dt.datetime.now(dt.UTC).date().isoformat()
+        swept = sweep_lake(a.lake_url, Sweep(closed_before, a.min_age, time.time(), channels, a.exchange, a.symbol))
+        tasks, skipped = plan_lake(a.lake_url, closed_before, a.min_age, channels, a.exchange, a.symbol)
+        tasks = [CompactTask(t.url, t.partition, target) for t in tasks]
         done = run_tasks(compact_partition, tasks, label="compacting", scheduler=a.scheduler, workers=a.workers)
     except (LakeError, JobError) as err:
         return _fail("compact", err)
@@ -194,7 +200,7 @@ def cmd_compact(a: argparse.Namespace) -> int:
     rows = sum(r.rows for r in results)
     print(f"compacted {len(results)} partitions: {files_before:,} files -> {files_after:,}, "
           f"{rows:,} stored rows -> {events:,} exactly-once events")  # fmt: skip
-    if swept := sum(r.temporaries_removed for r in done):
+    if swept:
         files = "file" if swept == 1 else "files"
         print(f"removed {swept:,} temporary {files} left by block writes killed before their rename")
     return 0

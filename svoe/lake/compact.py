@@ -13,9 +13,8 @@ Why it is safe at every instant, kill -9 included (docs/lake-schema.md, "Compact
 - A partition is closed when its date is before `--before` (default: today, UTC) and none of its
   files changed within `--min-age`. A block that still arrives later (a collector flushing an old
   backlog) is simply another writer, merged at the next compaction.
-- A local block write killed before its rename leaves a temporary file (layout.is_temporary) that
-  no reader counts. In a closed partition, one older than `--min-age` belongs to a write that is
-  dead, so it is removed.
+- A local block write killed before its rename leaves a temporary file that no reader counts;
+  `svoe lake compact` removes those of dead writes first (lake/temporaries.py).
 - Each row keeps the collector whose copy it is in `svoe_origin`, so `svoe lake gaps` still knows
   what each collector saw. Only `_compacted-` writers' names start with `_`: collectors' identities
   never do (layout.sanitize_writer strips it).
@@ -24,7 +23,6 @@ Why it is safe at every instant, kill -9 included (docs/lake-schema.md, "Compact
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import math
@@ -33,7 +31,6 @@ import signal
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +39,7 @@ import pyarrow.fs as pafs
 from svoe.feedpod.events import FEED_EVENTS
 from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.feedpod.lake_writer import LocalLakeWriter, parquet_bytes
-from svoe.lake.layout import BlockKey, is_temporary, partition_dir
+from svoe.lake.layout import BlockKey
 from svoe.lake.scan import Block, LakeError, LakeScanner
 from svoe.lake.view import exactly_once_sql
 
@@ -68,7 +65,6 @@ class CompactTask:
     url: str
     partition: Partition
     target_size: int = TARGET_SIZE
-    min_age: float = MIN_AGE
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,6 @@ class CompactResult:
     bytes_before: int
     bytes_after: int
     left_alone: str | None = None  # why the partition was read but not rewritten
-    temporaries_removed: int = 0  # files of block writes killed before their rename
 
 
 @dataclass(frozen=True)
@@ -145,7 +140,7 @@ def plan_lake(
     mtimes = {b.path: _mtime(scanner, b) for b in blocks}
     today = dt.datetime.now(dt.UTC).date().isoformat()
     todo, skipped = plan(blocks, mtimes, before or today, min_age, time.time())
-    return [CompactTask(url, p, min_age=min_age) for p in todo], skipped
+    return [CompactTask(url, p) for p in todo], skipped
 
 
 def _mtime(scanner: LakeScanner, block: Block) -> float:
@@ -230,26 +225,8 @@ def repeatable_identities(stored: pa.Table, channel: str) -> bool:
     return bool(ts.null_count or pc.any(pc.equal(ts, rt)).as_py())
 
 
-def remove_dead_temporaries(scanner: LakeScanner, part: Partition, min_age: float, now: float) -> int:
-    """Remove the temporary files of killed block writes from a closed local partition. An S3
-    object appears whole or not at all, so a remote lake has none."""
-    if scanner.location.is_s3:
-        return 0
-    directory = Path(scanner.root) / partition_dir(part.channel, part.exchange, part.symbol, part.date)
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if is_temporary(entry.name) and now - entry.stat().st_mtime >= min_age:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
-
-
 def compact_partition(task: CompactTask) -> CompactResult:
-    scanner = LakeScanner(task.url)
-    swept = remove_dead_temporaries(scanner, task.partition, task.min_age, time.time())
-    return dataclasses.replace(_compact(scanner, task), temporaries_removed=swept)
+    return _compact(LakeScanner(task.url), task)
 
 
 def _compact(scanner: LakeScanner, task: CompactTask) -> CompactResult:
