@@ -158,10 +158,9 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compact(a: argparse.Namespace) -> int:
-    import datetime as dt
     import time
 
-    from svoe.lake.compact import CompactTask, Skipped, compact_partition, parse_size, plan_lake
+    from svoe.lake.compact import CompactTask, Skipped, compact_partition, default_before, parse_size, plan_lake
     from svoe.lake.jobs import JobError, run_tasks
     from svoe.lake.scan import LakeError, check_channel
     from svoe.lake.temporaries import Sweep, sweep_lake
@@ -174,7 +173,7 @@ def cmd_compact(a: argparse.Namespace) -> int:
         if a.symbol and not a.exchange:
             raise LakeError("--symbol needs --exchange: symbols are named per exchange")
         channels = [a.channel] if a.channel else None
-        closed_before = before or dt.datetime.now(dt.UTC).date().isoformat()
+        closed_before = before or default_before()
         swept = sweep_lake(a.lake_url, Sweep(closed_before, a.min_age, time.time(), channels, a.exchange, a.symbol))
         tasks, skipped = plan_lake(a.lake_url, closed_before, a.min_age, channels, a.exchange, a.symbol)
         tasks = [CompactTask(t.url, t.partition, target) for t in tasks]

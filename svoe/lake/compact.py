@@ -127,6 +127,11 @@ def plan(
     return todo, skipped
 
 
+def default_before() -> str:
+    """`--before` when not given: today (UTC), so every earlier day counts as closed."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
 def plan_lake(
     url: str,
     before: str | None = None,
@@ -138,8 +143,7 @@ def plan_lake(
     scanner = LakeScanner(url)
     blocks = scanner.blocks(channels, exchange, symbols)
     mtimes = {b.path: _mtime(scanner, b) for b in blocks}
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    todo, skipped = plan(blocks, mtimes, before or today, min_age, time.time())
+    todo, skipped = plan(blocks, mtimes, before or default_before(), min_age, time.time())
     return [CompactTask(url, p) for p in todo], skipped
 
 

@@ -69,25 +69,31 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
 
 
+def split_relpath(rel: str) -> tuple[str, str, str, str, str] | None:
+    """A file's (channel, exchange, symbol, date, name) from its path relative to the lake root,
+    or None when the path is not inside a partition."""
+    parts = rel.strip("/").split("/")
+    if len(parts) != 2 + len(PARTITIONS):
+        return None
+    values = []
+    for part, key in zip(parts[1:-1], PARTITIONS, strict=True):
+        if not part.startswith(f"{key}="):
+            return None
+        values.append(part.removeprefix(f"{key}="))
+    exchange, symbol, date = values
+    return parts[0], exchange, symbol, date, parts[-1]
+
+
 def parse_relpath(rel: str) -> BlockKey | None:
     """A block's path relative to the lake root, or None for anything that is not a block."""
-    parts = rel.strip("/").split("/")
-    if len(parts) != 5:
+    split = split_relpath(rel)
+    if split is None:
         return None
-    channel, ex, sym, date, name = parts
-    if not (ex.startswith("exchange=") and sym.startswith("symbol=") and date.startswith("date=")):
-        return None
+    channel, exchange, symbol, date, name = split
     m = _NAME.match(name)
     if m is None:
         return None
-    return BlockKey(
-        channel,
-        ex.removeprefix("exchange="),
-        sym.removeprefix("symbol="),
-        date.removeprefix("date="),
-        f"{m['ms']}-{m['seq']}",
-        m["writer"],
-    )
+    return BlockKey(channel, exchange, symbol, date, f"{m['ms']}-{m['seq']}", m["writer"])
 
 
 def split_id(stream_id: str) -> tuple[int, int]:

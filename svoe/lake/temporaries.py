@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from svoe.lake.layout import PARTITIONS, STATE_DIR, is_temporary
+from svoe.lake.layout import STATE_DIR, is_temporary, split_relpath
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,10 @@ class Temporary:
 
 def parse_temporary(relpath: str, mtime: float) -> Temporary | None:
     """A temporary file's place in the layout, or None for anything else."""
-    parts = relpath.strip("/").split("/")
-    if len(parts) != 2 + len(PARTITIONS) or not is_temporary(parts[-1]):
+    split = split_relpath(relpath)
+    if split is None or not is_temporary(split[-1]):
         return None
-    values = []
-    for part, name in zip(parts[1:-1], PARTITIONS, strict=True):
-        if not part.startswith(f"{name}="):
-            return None
-        values.append(part.removeprefix(f"{name}="))
-    exchange, symbol, date = values
-    return Temporary(relpath, parts[0], exchange, symbol, date, mtime)
+    return Temporary(relpath, *split[:4], mtime)
 
 
 @dataclass(frozen=True)
