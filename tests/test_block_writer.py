@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+import time
 from decimal import Decimal as D
 from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
+import pytest
 
+from svoe.api.datafeed import StorageOptions
+from svoe.feedpod import block_writer
 from svoe.feedpod.block_decode import to_table
-from svoe.feedpod.block_writer import write_parts
+from svoe.feedpod.block_writer import BlockWriter, write_parts
 from svoe.feedpod.events import encode_trade
 from svoe.feedpod.lake_writer import LocalLakeWriter
 
@@ -44,3 +51,31 @@ def test_a_block_across_midnight_is_split_by_date_of_receipt(tmp_path: Path) -> 
         "2026-12-02/1796256000000-0.w.parquet": [ids[0], ids[2]],
         "2026-12-03/1796256000000-1.w.parquet": [ids[1], ids[3]],
     }
+
+
+def _held_worker() -> None:
+    """The writer process's initializer in the test below: it waits for the test's gate file."""
+    gate = Path(os.environ["SVOE_TEST_WRITER_GATE"])
+    while not gate.exists():
+        time.sleep(0.01)
+
+
+def test_starting_the_writer_does_not_wait_for_its_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The aggregator reads and publishes live only after start() returns; a start() that waited
+    # for the process's imports held back the first events for a second or more.
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("SVOE_TEST_WRITER_GATE", str(gate))
+    monkeypatch.setattr(block_writer, "_init_worker", _held_worker)
+    writer = BlockWriter(StorageOptions(lake=str(tmp_path / "lake")), "w")
+    starting = threading.Thread(target=writer.start, daemon=True)
+    starting.start()
+    starting.join(30)
+    returned = not starting.is_alive()
+    gate.touch()  # the process may start now; blocks wait for it
+    try:
+        assert returned, "BlockWriter.start() waited for its process"
+        ids, payloads = _block([MIDNIGHT + 1, MIDNIGHT + 2])
+        assert asyncio.run(writer.write("trades", "BINANCE", "BTC-USDT", ids, payloads)) > 0
+        assert list(_parts(tmp_path / "lake").values()) == [ids]
+    finally:
+        writer.close()

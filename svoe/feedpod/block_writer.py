@@ -84,10 +84,6 @@ def _init_worker() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _ready() -> bool:
-    return True
-
-
 def warm_up() -> None:
     """Import DuckDB and run its JSON functions once: about 0.4 CPU-seconds, which the first block
     written used to pay, and on a busy machine the niced writer took seconds of wall time for."""
@@ -108,9 +104,10 @@ class BlockWriter:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Start the worker process now (it takes a second to import pyarrow), then let it load
-        DuckDB in the background: the first block no longer waits for that."""
-        self._executor().submit(_ready).result()
+        """Spawn the worker process now and let it import pyarrow and DuckDB in the background.
+        The first block no longer pays for those imports, and the aggregator does not wait for
+        them either: waiting held back its first read, so the events collected meanwhile reached
+        live subscribers up to 1.7 s late (measured at 10k events/s)."""
         self._executor().submit(warm_up).add_done_callback(_log_failure)
 
     def _executor(self) -> ProcessPoolExecutor:
