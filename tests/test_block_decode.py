@@ -13,8 +13,14 @@ import pyarrow as pa
 import pytest
 from cryptofeed.types import Candle, OrderBook, Ticker, Trade
 
-from svoe.feedpod.block_decode import decode_block, decoded_schema
+from svoe.feedpod.block_decode import decoded_schema, to_table
 from svoe.feedpod.events import CHANNEL_FIELDS, SIMPLE_ENCODERS, encode_book, encode_feed_event
+
+
+def decode_block(channel: str, payloads: list[bytes]) -> pa.Table:
+    """The columns of a block that come from its events, as the block writer decodes them."""
+    ids = [f"1796256000000-{i}" for i in range(len(payloads))]
+    return to_table(channel, ids, payloads, "w").select(decoded_schema(channel).names)
 
 
 def _reference(channel: str, payloads: list[bytes]) -> pa.Table:
@@ -115,3 +121,14 @@ def test_feed_events_decode_as_the_reference() -> None:
         encode_feed_event("start", 2.5, None, None, {"pid": 1, "streams": [["trades", "A"]]}),
     ]
     assert decode_block("feed_events", payloads).equals(_reference("feed_events", payloads))
+
+
+def test_ids_and_writer_become_the_svoe_columns() -> None:
+    payloads = [encode_feed_event("start", 1.0, None, None, {}), encode_feed_event("stop", 2.0, None, None, {})]
+    ids = ["1796256000123-7", "1796256000123-2147483647"]
+    table = to_table("feed_events", ids, payloads, "o'neil-1")
+    assert table.select(["svoe_id", "svoe_ms", "svoe_seq", "svoe_writer", "svoe_origin"]).to_pylist() == [
+        {"svoe_id": i, "svoe_ms": 1796256000123, "svoe_seq": int(i.split("-")[1]), "svoe_writer": "o'neil-1",
+         "svoe_origin": None}
+        for i in ids
+    ]  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal as D
@@ -21,10 +23,15 @@ from svoe.feedpod.events import encode_trade
 from svoe.feedpod.lake_writer import LocalLakeWriter
 
 MIDNIGHT = 1_796_256_000.0  # 2026-12-03 00:00:00 UTC
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ids_of(n: int) -> list[str]:
+    return [f"1796256000000-{i}" for i in range(n)]
 
 
 def _block(receipts: list[float]) -> tuple[list[str], list[bytes]]:
-    ids = [f"1796256000000-{i}" for i in range(len(receipts))]
+    ids = ids_of(len(receipts))
     trade = SimpleNamespace(timestamp=1.0, side="buy", amount=D("1"), price=D("2"), id="t", type=None)
     return ids, [encode_trade(trade, r) for r in receipts]
 
@@ -79,3 +86,22 @@ def test_starting_the_writer_does_not_wait_for_its_process(tmp_path: Path, monke
         assert list(_parts(tmp_path / "lake").values()) == [ids]
     finally:
         writer.close()
+
+
+def test_writing_a_local_block_does_not_import_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas the first time it is handed a Python list or scalar: 0.39 CPU-seconds
+    # of every block writer process's start, spent while the collector is busiest.
+    script = f"""
+import sys
+from svoe.api.datafeed import StorageOptions
+from svoe.feedpod.block_writer import encode_and_write, warm_up
+from tests.test_block_writer import MIDNIGHT, _block
+warm_up()
+ids, payloads = _block([MIDNIGHT + 1, MIDNIGHT + 2])
+storage = StorageOptions(lake={str(tmp_path)!r}).model_dump_json()
+assert encode_and_write(storage, "w", "trades", "BINANCE", "BTC-USDT", ids, payloads) > 0
+print("pandas" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+    assert list(_parts(tmp_path).values()) == [ids_of(2)]
