@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from svoe.api import contract
 from svoe.api.datafeed import API_GROUP, API_VERSION, DataFeed
 from svoe.api.featureset import KIND, FeatureSet
@@ -120,7 +118,7 @@ def render_featurizer(fs: FeatureSet, uid: str, connect: list[str], config: Oper
     fs_name, namespace = fs.metadata.name, fs.metadata.namespace
     name = featurizer_name(fs_name)
     file = contract.FEATURESET_FILE
-    data = {file: yaml.safe_dump(manifest(fs), sort_keys=False)}
+    data = {file: render.manifest_text(manifest(fs))}
 
     def meta(extra: dict[str, str]) -> dict[str, Any]:
         m: dict[str, Any] = {

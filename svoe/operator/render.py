@@ -338,12 +338,22 @@ def _pod_spec(feed: DataFeed, index: int, configmap: str, config: OperatorConfig
     return pod_spec
 
 
+# libyaml's emitter, where PyYAML has it: the same text as the pure-Python one for these manifests
+# (tests/operator/test_render.py), 5x faster, and it was 8% of the operator's CPU with 500 feeds.
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def manifest_text(doc: Any) -> str:
+    """A manifest the operator ships in a ConfigMap, as YAML, keys in the order given."""
+    return str(yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
+
+
 def render_shard(feed: DataFeed, uid: str, index: int, symbols: Sequence[str], config: OperatorConfig) -> ShardObjects:
     """The three objects of one shard. Deterministic: same input, same objects, same revision."""
     name = feed.metadata.name
     namespace = feed.metadata.namespace
     data = {
-        contract.MANIFEST_FILE: yaml.safe_dump(shard_manifest(feed, symbols), sort_keys=False),
+        contract.MANIFEST_FILE: manifest_text(shard_manifest(feed, symbols)),
         contract.REDIS_CONF_FILE: redis_conf(config),
     }
     # The revision covers everything the pod runs with; the configmap name inside the pod spec
