@@ -13,8 +13,14 @@ import pyarrow as pa
 import pytest
 from cryptofeed.types import Candle, OrderBook, Ticker, Trade
 
-from svoe.feedpod.block_decode import decoded_schema, to_table
+from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.events import CHANNEL_FIELDS, SIMPLE_ENCODERS, encode_book, encode_feed_event
+from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
+
+
+def decoded_schema(channel: str) -> pa.Schema:
+    """The channel's lake columns that come from the event itself."""
+    return pa.schema([f for f in CHANNEL_SCHEMAS[channel] if f.name not in SVOE_COLUMNS])
 
 
 def decode_block(channel: str, payloads: list[bytes]) -> pa.Table:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from svoe.api.channels import CHANNELS, level_column
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
+from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 
 _SQL_TYPES = {
     pa.float64(): "DOUBLE",
@@ -73,13 +73,6 @@ def _expressions(channel: str) -> Iterator[tuple[str, str]]:
         for k, (part, sql_type) in enumerate(zip(spec.level(), parts, strict=True), start=1):
             value = f"x[{k}]" if typed else f"CAST(x[{k}] AS {sql_type})"
             yield level_column(name, part), f"list_transform(s{position}, lambda x: {value})"
-
-
-@cache
-def decoded_schema(channel: str) -> pa.Schema:
-    """The channel's lake columns that come from the event itself."""
-    schema = CHANNEL_SCHEMAS[channel]
-    return pa.schema([f for f in schema if f.name not in SVOE_COLUMNS])
 
 
 # An event's id is `ms-seq` (redis_buffer.split_entry); the writer's name comes as a parameter.

@@ -85,8 +85,8 @@ def _init_worker() -> None:
 
 
 def warm_up() -> None:
-    """Import DuckDB and run its JSON functions once: about 0.4 CPU-seconds, which the first block
-    written used to pay, and on a busy machine the niced writer took seconds of wall time for."""
+    """Import DuckDB and run its JSON functions once (0.1 CPU-seconds), so that the first block
+    does not: the niced writer took seconds of wall time for it on a busy machine."""
     to_table(FEED_EVENTS, ["0-0"], [encode_feed_event("start", 0.0, None, None, {})], "warm-up")
 
 

@@ -26,7 +26,7 @@ def test_a_created_pod_stays_in_view_while_the_watch_is_half_a_minute_behind(mon
     assert ctrl._merge(KEY, []) == []
 
 
-def test_the_cache_replaces_the_remembered_write_once_it_shows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_replaces_the_remembered_write_once_it_shows_it() -> None:
     ctrl = Controller(OperatorConfig(feed_image="img"))
     ctrl._remember(KEY, Change("create", "Pod", "demo-0", POD), POD)
     newer = observe({**POD, "metadata": {"name": "demo-0", "namespace": "md", "uid": "u1", "resourceVersion": "9"}})
