@@ -163,19 +163,23 @@ async def _set_state(client: Any, key: str, state: str) -> None:
 
 async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: int) -> int:
     # Imported here: pyarrow and zmq are the aggregator's, the collector process never loads them.
+    from svoe.feedpod.live import JOIN_SECONDS, LivePublisher
+
+    live = feed.spec.live
+    # A feed pod has POD_NAME (the operator sets it); `svoe run` and bare processes do not.
+    in_pod = bool(os.environ.get("POD_NAME"))
+    # Bound before the heavy imports, so that subscribers already waiting join during them.
+    publisher = LivePublisher(live.bind_address(in_pod), live.port) if live.enabled else None
+    bound_at = time.monotonic()
+
     from svoe.feedpod.aggregator import Aggregator
     from svoe.feedpod.block_writer import BlockWriter
-    from svoe.feedpod.live import LivePublisher
     from svoe.lake.layout import writer_identity
 
     stop = asyncio.Event()
     install_signal_handlers(stop)
     metrics.init_series(feed.spec.exchange, feed.streams(), "aggregator")
     client = redis_buffer.connect(redis_url)
-    live = feed.spec.live
-    # A feed pod has POD_NAME (the operator sets it); `svoe run` and bare processes do not.
-    in_pod = bool(os.environ.get("POD_NAME"))
-    publisher = LivePublisher(live.bind_address(in_pod), live.port) if live.enabled else None
     # The block writer's process is started once, at start-up: spawning a process while ZMQ
     # subscribers are connected was seen to silence the PUB socket for them (measured, not
     # understood; the ZMQ test covers it).
@@ -186,6 +190,9 @@ async def aggregator_process(feed: DataFeed, redis_url: str, host: str, port: in
     await health.start()
     agg = Aggregator(feed, client, writer, publisher)
     gc.freeze()  # start-up objects leave the GC's generations: shorter pauses on the live path
+    if publisher is not None:
+        wait = max(0.0, bound_at + JOIN_SECONDS - time.monotonic())
+        await asyncio.to_thread(publisher.joined, wait)
     try:
         await agg.run(stop)
     finally:

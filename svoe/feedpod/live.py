@@ -13,6 +13,13 @@ from __future__ import annotations
 
 import zmq
 
+# At start, the aggregator publishes nothing until a subscriber has joined or this long after the
+# bind. A subscriber that connected before the bind joins at its next reconnect (every 0.1 s by
+# default, later on a busy machine), and what is sent before then is dropped: without the wait, a
+# subscriber that was there from the start missed the first events (tests/test_live_zmq.py, under
+# CI load). With nobody subscribed, the wait costs the first block a second.
+JOIN_SECONDS = 1.0
+
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 
@@ -24,10 +31,18 @@ def topic(exchange: str, channel: str, symbol: str) -> bytes:
 class LivePublisher:
     def __init__(self, bind: str, port: int, hwm: int = 100_000) -> None:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PUB)
+        # XPUB: a PUB socket that also hands up subscriptions, so start-up can wait for one.
+        self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.bind(f"tcp://{bind}:{port}")
+
+    def joined(self, timeout: float) -> bool:
+        """Whether a subscriber joins within `timeout` seconds (its subscription arrives)."""
+        if self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+            self.sock.recv(zmq.NOBLOCK)
+            return True
+        return False
 
     def publish(self, topic: bytes, payload: bytes, entry_id: bytes) -> None:
         # Frame by frame with precomputed int flags: send_multipart's per-frame enum arithmetic
