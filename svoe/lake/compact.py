@@ -142,14 +142,9 @@ def plan_lake(
 ) -> tuple[list[CompactTask], list[Skipped]]:
     scanner = LakeScanner(url)
     blocks = scanner.blocks(channels, exchange, symbols)
-    mtimes = {b.path: _mtime(scanner, b) for b in blocks}
+    mtimes = {b.path: b.mtime for b in blocks}
     todo, skipped = plan(blocks, mtimes, before or default_before(), min_age, time.time())
     return [CompactTask(url, p) for p in todo], skipped
-
-
-def _mtime(scanner: LakeScanner, block: Block) -> float:
-    info = scanner.fs.get_file_info(block.path)
-    return info.mtime.timestamp() if info.mtime is not None else 0.0
 
 
 # ---- one partition ------------------------------------------------------------------------------

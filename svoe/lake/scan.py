@@ -9,7 +9,7 @@ nothing fetched at run time).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,8 @@ class LakeError(ValueError):
 class Block:
     key: BlockKey
     path: str  # filesystem path, as `fs` takes it
+    # From the listing, so planning a compaction of thousands of S3 objects asks for no HEAD each.
+    mtime: float = field(default=0.0, compare=False)
 
 
 def dataset_schema(channel: str) -> pa.Schema:
@@ -98,7 +100,7 @@ class LakeScanner:
                         continue
                     if dates is not None and key.date not in dates:
                         continue
-                    out.append(Block(key, info.path))
+                    out.append(Block(key, info.path, info.mtime.timestamp() if info.mtime else 0.0))
         return out
 
     def row_count(self, block: Block) -> int:

@@ -15,6 +15,7 @@ from svoe.feedpod.lake_schema import SVOE_COLUMNS
 from svoe.lake import Lake
 from svoe.lake.compact import is_compacted, plan_lake
 from svoe.lake.gaps import lake_gaps
+from svoe.lake.layout import LakeLocation
 from tests.pipeline_support import capture_manifest, svoe, write_manifest
 
 EXCHANGE = "BINANCE_FUTURES"
@@ -64,6 +65,30 @@ def test_open_partitions_are_left_alone(two_writer_lake: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "compacted 0 partitions" in res.stdout and "being written" in res.stdout
     assert _files(two_writer_lake) == before
+
+
+def test_planning_takes_every_mtime_from_the_listing(two_writer_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On S3 a stat is a HEAD request: a day of 30 s flushes would be thousands of them in a row."""
+    asked: list[str] = []
+    real = LakeLocation.filesystem
+
+    class Counting:
+        def __init__(self, fs: Any) -> None:
+            self._fs = fs
+
+        def get_file_info(self, what: Any) -> Any:
+            asked.append(type(what).__name__)
+            return self._fs.get_file_info(what)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._fs, name)
+
+    monkeypatch.setattr(LakeLocation, "filesystem", lambda self: Counting(real(self)))
+    tasks, _ = plan_lake(str(two_writer_lake), before=FAR, min_age=0)
+    blocks = len(list(two_writer_lake.rglob("*.parquet")))
+    assert tasks and blocks > 10
+    assert asked.count("str") == 1, asked  # the root's own check, not one per block
+    assert asked.count("FileSelector") <= 1 + len(Lake(str(two_writer_lake)).channels()), asked
 
 
 def test_kill_9_at_every_step_never_changes_the_view(two_writer_lake: Path, tmp_path: Path) -> None:
