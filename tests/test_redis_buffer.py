@@ -160,6 +160,37 @@ def test_aggregator_stores_every_event_and_acknowledges_whole_entries(redis_proc
     assert redis.Redis.from_url(redis_proc.url).xlen(key) == 1  # trimmed to the top entry, acknowledged
 
 
+def test_an_acknowledgement_retried_after_a_lost_reply_counts_its_block_once(
+    redis_proc: RedisProc, tmp_path: Path
+) -> None:
+    """The ack landed but its reply did not arrive: the retry must leave flushed and the backlog
+    as they are, or the backlog metric drifts below zero and `svoe run` reports rows twice."""
+    feed = _feed(tmp_path / "lake")
+    key = stream_key("BINANCE", "trades", "BTC-USDT")
+    trade = b'[1.5,1.6,"buy","0.1","100.5","t%d","limit"]'
+
+    async def run() -> tuple[list[int], int, int, int]:
+        w = StreamWriter(connect(redis_proc.url), "BINANCE", max_entry_events=7)
+        await w.start([key])
+        for i in range(30):
+            await w.append(key, "trades", trade % i)
+        await w.close()
+        agg = Aggregator(feed, connect(redis_proc.url), BlockWriter(feed.spec.storage, "w1"))
+        s = agg.streams[key]
+        await agg._ensure_groups()
+        while await agg._read_new(block_ms=None):
+            pass
+        acked = [await agg._acknowledge(key, s.entries, s.counts) for _ in range(2)]
+        r = agg.client
+        stats = await r.hgetall(stats_key("BINANCE"))
+        pending = (await r.xpending(key, GROUP))["pending"]
+        return acked, int(stats[b"flushed"]), int(stats[backlog_field(key).encode()]), pending
+
+    acked, flushed, backlog, pending = asyncio.run(run())
+    assert acked == [30, 0]
+    assert (flushed, backlog, pending) == (30, 0, 0)
+
+
 def test_aggregator_keeps_reading_while_a_full_block_is_written(redis_proc: RedisProc, tmp_path: Path) -> None:
     """A stream holds up to two blocks: reading (and so the live stream) goes on while its full
     block is written, and stops at the second block until the first is durable."""

@@ -35,7 +35,14 @@ from svoe.api.contract import (
 from svoe.feedpod import metrics
 from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
-from svoe.feedpod.redis_buffer import MAX_ENTRY_EVENTS, buffer_streams, raw_pipeline, split_entry
+from svoe.feedpod.redis_buffer import (
+    ACK_LUA,
+    ACK_SHA,
+    MAX_ENTRY_EVENTS,
+    buffer_streams,
+    run_script,
+    split_entry,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ class _Stream:
     ids: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # events of each held entry
     since: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
@@ -114,12 +122,14 @@ class Aggregator:
         for entry_id, fields in entries:
             if fields is None:  # pending entry that was deleted; nothing to keep
                 continue
-            s.entries.append(entry_id)
+            before = len(ids)
             for event_id, payload in split_entry(entry_id, fields[PAYLOAD_FIELD]):
                 ids.append(event_id)
                 payloads.append(payload)
                 if publish is not None:
                     publish(s.topic, payload, event_id.encode())
+            s.entries.append(entry_id)
+            s.counts.append(len(ids) - before)
         n = len(ids) - held
         if n and self.publisher is not None:
             metrics.LIVE_PUBLISHED.labels(self.exchange, s.channel).inc(n)
@@ -192,7 +202,7 @@ class Aggregator:
     async def _flush(self, s: _Stream) -> bool:
         # Reading goes on during the write; what is held now is whole entries.
         n, held = len(s.ids), len(s.entries)
-        ids, payloads, entries = s.ids[:n], s.payloads[:n], s.entries[:held]
+        ids, payloads, entries, counts = s.ids[:n], s.payloads[:n], s.entries[:held], s.counts[:held]
         started = time.perf_counter()
         try:
             size = await self.writer.write(s.channel, self.exchange, s.symbol, ids, payloads)
@@ -208,30 +218,8 @@ class Aggregator:
         metrics.FLUSH_DURATION.labels(self.exchange, s.channel).observe(time.perf_counter() - started)
         metrics.FLUSH_ROWS.labels(self.exchange, s.channel).inc(n)
         metrics.FLUSH_BYTES.labels(self.exchange, s.channel).inc(size)
-        # Durable: now acknowledge and trim. Entries below the last one are gone from the stream;
-        # the last one stays (trimmed next time), already acknowledged.
-        while True:
-            try:
-                replies = await raw_pipeline(
-                    self.client,
-                    [
-                        (b"MULTI",),
-                        (b"XACK", s.key, GROUP, *entries),
-                        (b"XTRIM", s.key, b"MINID", entries[-1]),
-                        (b"HINCRBY", stats_key(self.exchange), b"flushed", n),
-                        (b"HINCRBY", stats_key(self.exchange), backlog_field(s.key), -n),
-                        (b"EXEC",),
-                    ],
-                )
-                failed = [r for r in replies if isinstance(r, Exception)]
-                if failed:
-                    raise failed[0]
-                break
-            except (RedisError, OSError) as err:
-                metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
-                LOG.warning("ack of %s failed (%s); retrying", s.key, err)
-                await asyncio.sleep(0.5)
-        del s.ids[:n], s.payloads[:n], s.entries[:held]
+        await self._acknowledge(s.key, entries, counts)  # durable now
+        del s.ids[:n], s.payloads[:n], s.entries[:held], s.counts[:held]
         s.since = time.monotonic()
         s.failures = 0
         s.retry_at = 0.0
@@ -240,6 +228,21 @@ class Aggregator:
         self.blocks_written += 1
         self.last_flush_ok = True
         return True
+
+    async def _acknowledge(self, key: str, entries: list[bytes], counts: list[int]) -> int:
+        """Acknowledge a written block's entries and trim below the last one (it stays, already
+        acknowledged, until the next block). Retried until Redis answers; returns the events
+        newly acknowledged, which is 0 for a retry whose first try landed."""
+        args: list[Any] = [2, key, stats_key(self.exchange), GROUP, b"flushed", backlog_field(key), entries[-1]]
+        for entry, count in zip(entries, counts, strict=True):
+            args += (entry, count)
+        while True:
+            try:
+                return int(await run_script(self.client, ACK_LUA, ACK_SHA, args))
+            except (RedisError, OSError) as err:
+                metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
+                LOG.warning("ack of %s failed (%s); retrying", key, err)
+                await asyncio.sleep(0.5)
 
     async def _flush_due(self, draining: bool) -> None:
         """Start flushing the streams that are due, in the background: reading and live

@@ -71,6 +71,25 @@ return dup
 """
 _APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
 
+# Acknowledges a written block: KEYS are the stream and the stats key; ARGV holds the group, the
+# flushed and backlog fields and the id to trim below, then (entry id, events) per entry. Only the
+# events of entries this call acknowledged are counted: a retry after a lost reply (the script
+# ran, its answer never arrived) finds them acknowledged, and the counters do not move twice.
+ACK_LUA = b"""
+local group, flushed, backlog, minid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = 0
+for i = 5, #ARGV, 2 do
+  n = n + redis.call('XACK', KEYS[1], group, ARGV[i]) * tonumber(ARGV[i + 1])
+end
+redis.call('XTRIM', KEYS[1], 'MINID', minid)
+if n > 0 then
+  redis.call('HINCRBY', KEYS[2], flushed, n)
+  redis.call('HINCRBY', KEYS[2], backlog, -n)
+end
+return n
+"""
+ACK_SHA = hashlib.sha1(ACK_LUA).hexdigest().encode()
+
 EVENT_SEPARATOR = b"\n"  # never inside an event: JSON escapes newlines in strings
 
 
@@ -110,6 +129,18 @@ async def raw_pipeline(client: aioredis.Redis, commands: list[tuple[Any, ...]]) 
     finally:
         await pool.release(conn)
     return replies
+
+
+async def run_script(client: aioredis.Redis, script: bytes, sha: bytes, args: list[Any]) -> Any:
+    """EVALSHA of `script` (loaded first when this Redis has not seen it: a restart forgets it),
+    in one round trip packed by hiredis; an error reply is raised."""
+    evalsha = (b"EVALSHA", sha, *args)
+    reply = (await raw_pipeline(client, [evalsha]))[0]
+    if isinstance(reply, NoScriptError):
+        reply = (await raw_pipeline(client, [(b"SCRIPT", b"LOAD", script), evalsha]))[1]
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def _id_tuple(raw: bytes | str) -> tuple[int, int]:
@@ -286,19 +317,14 @@ class StreamWriter:
         # The whole batch is one EVALSHA packed by hiredis: one command and one reply per batch.
         # Per-entry XADDs through redis-py's pure-Python packing and reply parsing were the
         # collector's largest cost per event in a profile (docs/performance.md).
-        args: list[bytes | str | int] = [b"EVALSHA", _APPEND_SHA, len(entries)]
+        args: list[Any] = [len(entries)]
         args.extend(e.key for e in entries)
         args.extend((PAYLOAD_FIELD, self.stats_key, BACKLOG_FIELD_PREFIX))
         for e in entries:
             args.append(e.entry_id)
             args.append(EVENT_SEPARATOR.join([p.payload for p in e.events]))
             args.append(len(e.events))
-        evalsha = tuple(args)
-        reply = (await raw_pipeline(self.client, [evalsha]))[0]
-        if isinstance(reply, NoScriptError):
-            reply = (await raw_pipeline(self.client, [(b"SCRIPT", b"LOAD", _APPEND_LUA), evalsha]))[1]
-        if isinstance(reply, Exception):
-            raise reply
+        await run_script(self.client, _APPEND_LUA, _APPEND_SHA, args)
         done = time.perf_counter()
         for e in entries:
             for p in e.events[::LATENCY_SAMPLE_EVERY]:
