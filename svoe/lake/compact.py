@@ -105,9 +105,7 @@ def parse_size(text: str) -> int:
 
 
 # ---- planning (pure over a listing) -------------------------------------------------------------
-def plan(
-    blocks: list[Block], mtimes: dict[str, float], before: str, min_age: float, now: float
-) -> tuple[list[Partition], list[Skipped]]:
+def plan(blocks: list[Block], before: str, min_age: float, now: float) -> tuple[list[Partition], list[Skipped]]:
     """Which partitions to compact, and why the others are left alone."""
     by_partition: defaultdict[Partition, list[Block]] = defaultdict(list)
     for b in blocks:
@@ -115,7 +113,7 @@ def plan(
     todo: list[Partition] = []
     skipped: list[Skipped] = []
     for part, own in sorted(by_partition.items()):
-        newest = max(mtimes.get(b.path, 0.0) for b in own)
+        newest = max(b.mtime for b in own)
         if part.date >= before:
             skipped.append(Skipped(part, f"open: its date is not before {before} (--before)"))
         elif now - newest < min_age:
@@ -142,8 +140,7 @@ def plan_lake(
 ) -> tuple[list[CompactTask], list[Skipped]]:
     scanner = LakeScanner(url)
     blocks = scanner.blocks(channels, exchange, symbols)
-    mtimes = {b.path: b.mtime for b in blocks}
-    todo, skipped = plan(blocks, mtimes, before or default_before(), min_age, time.time())
+    todo, skipped = plan(blocks, before or default_before(), min_age, time.time())
     return [CompactTask(url, p) for p in todo], skipped
 
 
