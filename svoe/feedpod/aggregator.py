@@ -36,11 +36,9 @@ from svoe.feedpod import metrics
 from svoe.feedpod.block_writer import BlockWriter
 from svoe.feedpod.live import LivePublisher, topic
 from svoe.feedpod.redis_buffer import (
-    ACK_LUA,
-    ACK_SHA,
     MAX_ENTRY_EVENTS,
+    acknowledge_block,
     buffer_streams,
-    run_script,
     split_entry,
 )
 
@@ -233,12 +231,9 @@ class Aggregator:
         """Acknowledge a written block's entries and trim below the last one (it stays, already
         acknowledged, until the next block). Retried until Redis answers; returns the events
         newly acknowledged, which is 0 for a retry whose first try landed."""
-        args: list[Any] = [2, key, stats_key(self.exchange), GROUP, b"flushed", backlog_field(key), entries[-1]]
-        for entry, count in zip(entries, counts, strict=True):
-            args += (entry, count)
         while True:
             try:
-                return int(await run_script(self.client, ACK_LUA, ACK_SHA, args))
+                return await acknowledge_block(self.client, self.exchange, key, entries, counts)
             except (RedisError, OSError) as err:
                 metrics.REDIS_ERRORS.labels("aggregator", "xack").inc()
                 LOG.warning("ack of %s failed (%s); retrying", key, err)

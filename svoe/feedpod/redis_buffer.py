@@ -28,7 +28,14 @@ from hiredis import pack_command
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from svoe.api import DataFeed
-from svoe.api.contract import BACKLOG_FIELD_PREFIX, PAYLOAD_FIELD, parse_stream_key, stats_key
+from svoe.api.contract import (
+    BACKLOG_FIELD_PREFIX,
+    GROUP,
+    PAYLOAD_FIELD,
+    backlog_field,
+    parse_stream_key,
+    stats_key,
+)
 from svoe.feedpod import metrics
 from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
 
@@ -75,7 +82,7 @@ _APPEND_SHA = hashlib.sha1(_APPEND_LUA).hexdigest().encode()
 # flushed and backlog fields and the id to trim below, then (entry id, events) per entry. Only the
 # events of entries this call acknowledged are counted: a retry after a lost reply (the script
 # ran, its answer never arrived) finds them acknowledged, and the counters do not move twice.
-ACK_LUA = b"""
+_ACK_LUA = b"""
 local group, flushed, backlog, minid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = 0
 for i = 5, #ARGV, 2 do
@@ -88,7 +95,7 @@ if n > 0 then
 end
 return n
 """
-ACK_SHA = hashlib.sha1(ACK_LUA).hexdigest().encode()
+_ACK_SHA = hashlib.sha1(_ACK_LUA).hexdigest().encode()
 
 EVENT_SEPARATOR = b"\n"  # never inside an event: JSON escapes newlines in strings
 
@@ -141,6 +148,17 @@ async def run_script(client: aioredis.Redis, script: bytes, sha: bytes, args: li
     if isinstance(reply, Exception):
         raise reply
     return reply
+
+
+async def acknowledge_block(
+    client: aioredis.Redis, exchange: str, key: str, entries: list[bytes], counts: list[int]
+) -> int:
+    """Acknowledge a written block's entries (with their event counts) and trim the stream below
+    the last one; returns the events newly acknowledged (0 for a retry whose first try landed)."""
+    args: list[Any] = [2, key, stats_key(exchange), GROUP, b"flushed", backlog_field(key), entries[-1]]
+    for entry, count in zip(entries, counts, strict=True):
+        args += (entry, count)
+    return int(await run_script(client, _ACK_LUA, _ACK_SHA, args))
 
 
 def _id_tuple(raw: bytes | str) -> tuple[int, int]:
