@@ -32,6 +32,33 @@ def _load(path: str, lake: str | None = None) -> DataFeed:
     return feed
 
 
+def _capture_problem(capture_dir: str, exchange: str) -> str | None:
+    """What is wrong with a capture to replay, checked before anything starts: a run must not
+    leave its state in the lake, nor a bench fail minutes in."""
+    from svoe.replay import CaptureError, load_capture
+
+    try:
+        load_capture(capture_dir, exchange)  # cached: the replay in this process reuses it
+    except CaptureError as err:
+        return f"--replay {capture_dir}: {err}"
+    return None
+
+
+def _bench_problem(command: str, a: argparse.Namespace) -> int | None:
+    """Checks a pipeline bench's capture and machine; prints what is wrong and returns the exit code."""
+    problem = _capture_problem(a.replay, a.exchange)
+    if problem is not None:
+        print(f"svoe bench {command}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from svoe.bench.rig import problem as rig_problem
+
+    found = rig_problem(a.replay, a.exchange)
+    if found is not None:
+        print(f"svoe bench {command}: {found[0]}", file=sys.stderr)
+        return found[1]
+    return None
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -54,6 +81,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if (a.replay_drop or a.replay_close_after) and not a.replay:
         print("svoe run: --replay-drop and --replay-close-after need --replay CAPTURE_DIR", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problem = _capture_problem(a.replay, feed.spec.exchange) if a.replay else None
+    if problem is not None:
+        print(f"svoe run {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         res = asyncio.run(
@@ -118,12 +149,18 @@ def cmd_replay_serve(a: argparse.Namespace) -> int:
 def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     from svoe.bench.pipeline import bench_main
 
+    code = _bench_problem("pipeline", a)
+    if code is not None:
+        return code
     return bench_main(a.replay, a.exchange, a.repeat, a.json, a.seconds, a.soak)
 
 
 def cmd_bench_all(a: argparse.Namespace) -> int:
     from svoe.bench.suite import run_all
 
+    code = _bench_problem("all", a)
+    if code is not None:
+        return code
     print(json.dumps(run_all(a.replay, a.exchange, a.repeat, a.seconds, a.soak, a.operator_count)))
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,38 +18,30 @@ from typing import Any
 
 from svoe.api.contract import heartbeat_key, stats_key
 from svoe.bench import proc
-from svoe.net import free_port
+from svoe.bench.rig import ReplayProcess, pod_command, start_redis, write_manifest
 
 QUIET_SECONDS = 2.0  # no block for this long: only partial blocks are left
 FLUSH_INTERVAL = 60.0
 
 
 def run_drain(capture_dir: str, exchange: str, symbols: list[str], fill_seconds: float) -> dict[str, Any]:
-    import redis
-
-    from svoe.bench.pipeline import ReplayProcess, _redis, write_manifest
+    import redis as redis_client
 
     tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
     replay = ReplayProcess(capture_dir, exchange)
-    redis_proc, sock = _redis(tmp)
+    redis = start_redis(tmp)
     env = write_manifest(tmp, exchange, symbols, replay.endpoints, FLUSH_INTERVAL, None)
-    common = ["--manifest", str(tmp / "feed.yaml"), "--redis", f"unix://{sock}", "--health-host", "127.0.0.1"]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        col = subprocess.Popen(
-            [sys.executable, "-m", "svoe.cli", "collector", *common, "--health-port", str(free_port()),
-             "--log-file", str(tmp / "fh.log")], env=env,
-        )  # fmt: skip
+        col = subprocess.Popen(pod_command("collector", tmp, redis), env=env)
         procs.append(col)
         time.sleep(fill_seconds)
         col.send_signal(signal.SIGTERM)
         col.wait(60)
         replay.stop()
-        r = redis.Redis(unix_socket_path=sock)
+        r = redis_client.Redis(unix_socket_path=redis.socket_path)
         backlog = int(r.hget(stats_key(exchange), "collected") or 0)
-        agg = subprocess.Popen(
-            [sys.executable, "-m", "svoe.cli", "aggregator", *common, "--health-port", str(free_port())], env=env
-        )
+        agg = subprocess.Popen(pod_command("aggregator", tmp, redis), env=env)
         procs.append(agg)
         while not r.exists(heartbeat_key(exchange)):
             time.sleep(0.01)
@@ -77,6 +68,5 @@ def run_drain(capture_dir: str, exchange: str, symbols: list[str], fill_seconds:
             if p.poll() is None:
                 p.kill()
         replay.stop()
-        redis_proc.terminate()
-        redis_proc.wait()
+        redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)

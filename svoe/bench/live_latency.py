@@ -7,10 +7,7 @@ writes the lake meanwhile; the peer only publishes.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from svoe.bench.bare import run_cryptofeed
+from svoe.bench.pod import run_svoe
+from svoe.bench.rig import ReplayProcess
 from svoe.net import free_port
 
 # Replay speed factors that give about 2k, 5k and 10k BINANCE depth events/s from the capture.
@@ -70,8 +70,6 @@ def _subscribe_peer(port: int, out: list[tuple[float, float]], stop: threading.E
 
 
 def run_peer(capture_dir: str, exchange: str, symbols: list[str], seconds: float, speed: float) -> dict[str, Any]:
-    from svoe.bench.pipeline import ReplayProcess
-
     tmp = Path(tempfile.mkdtemp(prefix="svoe-bench-"))
     replay = ReplayProcess(capture_dir, exchange, speed)
     port = free_port()
@@ -81,14 +79,8 @@ def run_peer(capture_dir: str, exchange: str, symbols: list[str], seconds: float
     sub.start()
     ready.wait(5)
     try:
-        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
-        payload = json.dumps(["cryptofeed_zmq_backend", exchange, replay.endpoints, symbols, time.time() + seconds,
-                              str(port)])  # fmt: skip
-        out = subprocess.run(
-            [sys.executable, "-m", "svoe.bench.pipeline", "--worker", payload],
-            capture_output=True, text=True, env=env, timeout=seconds + 120, check=True,
-        )  # fmt: skip
-        res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        res = run_cryptofeed("cryptofeed_zmq_backend", exchange, replay.endpoints, symbols, seconds, str(port),
+                             str(tmp / "cache"))  # fmt: skip
     finally:
         stop.set()
         sub.join()
@@ -99,14 +91,16 @@ def run_peer(capture_dir: str, exchange: str, symbols: list[str], seconds: float
 
 def compare(capture_dir: str, exchange: str, symbols: list[str], seconds: float) -> dict[str, Any]:
     """Per rate: svoe's and the peer's p50/p99 in ms, and svoe's p99 as a multiple of the peer's."""
-    from svoe.bench.pipeline import run_svoe
-
     out: dict[str, Any] = {}
     for label, speed in SPEEDS.items():
         print(f"live latency at ~{label} events/s: cryptofeed ZMQ backend, then svoe ...", file=sys.stderr, flush=True)
         peer = run_peer(capture_dir, exchange, symbols, seconds, speed)
         mine = run_svoe(capture_dir, exchange, symbols, seconds, speed=speed, latency=True)
-        svoe_lat = mine.get("latency_ms") or {}
+        samples = mine["latency_samples"]
+        svoe_lat = {
+            **quantiles([(t, total) for t, total, _ in samples]),
+            "callback_to_append_p99": quantiles([(t, to_redis) for t, _, to_redis in samples])["p99"],
+        }
         out[label] = {
             "cryptofeed_zmq": peer,
             "svoe": {"eps": mine["events"] / mine["wall"], **svoe_lat},

@@ -116,14 +116,19 @@ class RedisServer:
     url: str
     socket_path: str
 
-    @classmethod
-    def start(cls, data_dir: Path) -> RedisServer:
+    @staticmethod
+    def executable(alternative: str = "") -> str:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RunError(
                 "redis-server is not installed: install it (Debian/Ubuntu: apt-get install redis-server; "
-                "macOS: brew install redis) or pass --redis redis://HOST:PORT of a running server"
+                f"macOS: brew install redis){alternative}"
             )
+        return exe
+
+    @classmethod
+    def start(cls, data_dir: Path) -> RedisServer:
+        exe = cls.executable(" or pass --redis redis://HOST:PORT of a running server")
         data_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are limited to ~100 bytes, so the socket lives in /tmp, not the lake.
         sock = os.path.join(tempfile.gettempdir(), f"svoe-{uuid.uuid4().hex[:10]}.sock")
