@@ -15,7 +15,7 @@ from cryptofeed.types import Candle, OrderBook, Ticker, Trade
 
 from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.events import CHANNEL_FIELDS, SIMPLE_ENCODERS, encode_book, encode_feed_event
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
+from svoe.lake.schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
 
 
 def decoded_schema(channel: str) -> pa.Schema:

@@ -17,7 +17,7 @@ from svoe.api.crd import crd
 from svoe.api.exchanges import STORED_CHANNELS
 from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.events import CHANNEL_FIELDS, SIMPLE_ENCODERS, decode, encode_book, encode_feed_event
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
+from svoe.lake.schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
 
 _SVOE = "svoe_id:string svoe_ms:int64 svoe_seq:int32 svoe_writer:string svoe_origin:string"
 _T = "timestamp:double receipt_timestamp:double"

@@ -9,7 +9,7 @@ from cryptofeed.types import Candle, OrderBook, Ticker, Trade
 
 from svoe.feedpod.block_decode import to_table
 from svoe.feedpod.events import SIMPLE_ENCODERS, decode, encode_book
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
+from svoe.lake.schema import CHANNEL_SCHEMAS
 
 
 def test_trade_roundtrip_keeps_values() -> None:

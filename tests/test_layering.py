@@ -21,6 +21,10 @@ ALLOWED: dict[str, set[str]] = {
     "svoe.api": set(),
     "svoe.exchanges": set(),
     "svoe.replay": {"svoe.api", "svoe.exchanges", "svoe.net"},
+    # The lake's reader stands beside the feed pod, not on it: layout and schema are the lake's,
+    # and the pod's writers use them. Compaction rewrites blocks with the pod's local writer.
+    "svoe.lake": {"svoe.api", "svoe.feedpod.lake_writer"},
+    "svoe.feedpod.lake_writer": {"svoe.api", "svoe.lake"},
 }
 
 

@@ -1,7 +1,7 @@
 """The channel registry: every channel svoe stores, in one table, as plain data.
 
 The API enum, the CRD, the collector's callbacks and encoders (svoe/feedpod/events.py) and the lake
-schemas (svoe/feedpod/lake_schema.py) are derived from or checked against CHANNELS, so a channel is
+schemas (svoe/lake/schema.py) are derived from or checked against CHANNELS, so a channel is
 added here first and everything that does not know it yet fails at import. Pure data only: the API
 package must stay importable without pyarrow or cryptofeed.
 """
@@ -59,6 +59,9 @@ def level_column(side: str, part: str) -> str:
 _TIMES = ("timestamp", "receipt_timestamp")
 _BOOK_FIELDS = (*_TIMES, "sequence_number", "snapshot", "bids", "asks")
 FEED_EVENTS = "feed_events"
+# The feed's own events go through the buffer like market data, in one stream per feed whose
+# `symbol` is this placeholder (the affected symbol, if any, is a column of the event).
+FEED_SYMBOL = "_feed"
 
 # The order is the API's: the CRD enum and the per-exchange channel lists follow it.
 CHANNELS: dict[str, ChannelSpec] = {

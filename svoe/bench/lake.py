@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from svoe.api.durations import parse_interval
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake.books import snapshot_schema, snapshots, tick_times
+from svoe.lake.schema import CHANNEL_SCHEMAS
 
 DEFAULT_ROWS = 200_000
 SNAPSHOT_EVERY = 5_000

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svoe.bench.lake import SNAPSHOT_EVERY, synth_l2_book
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.feedpod.lake_writer import LocalLakeWriter
 from svoe.lake.layout import BlockKey
+from svoe.lake.schema import CHANNEL_SCHEMAS
 
 WRITER = "bench"
 

@@ -1,5 +1,5 @@
 """Decoding a block of buffer entries (events.py) into an Arrow table in the channel's lake
-schema (lake_schema.py), in one vectorised pass.
+schema (svoe/lake/schema.py), in one vectorised pass.
 
 DuckDB's JSON functions parse every event and extract every column in C++. Decoding with orjson
 built a Python object per event and per book level, and Python loops flattened them: that was
@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from svoe.api.channels import CHANNELS, level_column
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
+from svoe.lake.schema import CHANNEL_SCHEMAS
 
 _SQL_TYPES = {
     pa.float64(): "DOUBLE",

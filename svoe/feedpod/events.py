@@ -1,5 +1,5 @@
 """Normalized events: how the collector encodes a cryptofeed object for the Redis buffer, and how
-the aggregator and live subscribers read it back. The lake schema is in lake_schema.py.
+the aggregator and live subscribers read it back. The lake schema is in svoe/lake/schema.py.
 
 The buffer format is a compact JSON array per event, positional per channel (the field names live
 in the channel registry, svoe/api/channels.py, not in every entry). Decimals are kept as strings so
@@ -16,15 +16,13 @@ import orjson
 
 from svoe.api.channels import CHANNELS, SIMPLE_CHANNELS, keyed
 from svoe.api.channels import FEED_EVENTS as FEED_EVENTS
+from svoe.api.channels import FEED_SYMBOL as FEED_SYMBOL
 
 Encoder = Callable[[Any, float], bytes]
 
 # The registry's fields per channel, for readers of the buffer that only need the names.
 CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {name: c.fields for name, c in CHANNELS.items()}
 
-# The feed's own events go through the buffer like market data, in one stream per feed whose
-# `symbol` is this placeholder (the affected symbol, if any, is a column of the event).
-FEED_SYMBOL = "_feed"
 FEED_EVENT_KINDS = (
     "start",  # the collector started (detail: pid, streams)
     "stop",  # it stopped cleanly, after writing out its buffer

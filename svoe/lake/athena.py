@@ -13,9 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake.layout import PARTITIONS
 from svoe.lake.scan import LakeError
+from svoe.lake.schema import CHANNEL_SCHEMAS
 from svoe.lake.view import FILLED, identity_sql, quote
 
 

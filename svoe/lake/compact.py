@@ -36,11 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from svoe.feedpod.events import FEED_EVENTS
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
+from svoe.api.channels import FEED_EVENTS
 from svoe.feedpod.lake_writer import LocalLakeWriter, parquet_bytes
 from svoe.lake.layout import BlockKey
 from svoe.lake.scan import Block, LakeError, LakeScanner
+from svoe.lake.schema import CHANNEL_SCHEMAS
 from svoe.lake.view import exactly_once_sql
 
 COMPACTED_PREFIX = "_compacted-"

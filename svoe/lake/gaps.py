@@ -26,8 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svoe.api.channels import CHANNELS
-from svoe.feedpod.events import FEED_EVENTS
+from svoe.api.channels import CHANNELS, FEED_EVENTS
 
 INF = math.inf
 Stream = tuple[str, str]  # (channel, symbol)

@@ -17,8 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from svoe.api.channels import CHANNELS
-from svoe.feedpod.events import FEED_EVENTS, FEED_SYMBOL
+from svoe.api.channels import CHANNELS, FEED_EVENTS, FEED_SYMBOL
 from svoe.lake.gaps import Gap, lake_gaps
 from svoe.lake.scan import LakeError, LakeScanner
 from svoe.lake.view import exactly_once_counts_sql, exactly_once_sql

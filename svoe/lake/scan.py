@@ -17,8 +17,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
 from svoe.lake.layout import PARTITIONS, BlockKey, LakeLocation, parse_relpath, partition_dir, resolve
+from svoe.lake.schema import CHANNEL_SCHEMAS, SVOE_COLUMNS
 
 PARTITION_SCHEMA = pa.schema([(p, pa.string()) for p in PARTITIONS])
 

@@ -18,8 +18,8 @@ Rows from lakes written before `svoe_ms`, `svoe_seq` and `svoe_writer` existed g
 
 from __future__ import annotations
 
-from svoe.feedpod.events import FEED_EVENTS
-from svoe.feedpod.lake_schema import identity_columns
+from svoe.api.channels import FEED_EVENTS
+from svoe.lake.schema import identity_columns
 
 # The order of rows within one stream of the view, and of one writer's stored rows.
 VIEW_ORDER = ("exchange", "symbol", "_seen", "svoe_writer", "svoe_ms", "svoe_seq")

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 from svoe.api.durations import parse_interval
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake import books
 from svoe.lake.books import BookError, book_at, snapshots
+from svoe.lake.schema import CHANNEL_SCHEMAS
 
 SEEDS = range(8)
 _LEVELS = pa.list_(pa.float64())

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from svoe.feedpod.lake_schema import SVOE_COLUMNS
 from svoe.lake import Lake
 from svoe.lake.compact import is_compacted, plan_lake
 from svoe.lake.gaps import lake_gaps
 from svoe.lake.layout import LakeLocation
+from svoe.lake.schema import SVOE_COLUMNS
 from tests.pipeline_support import capture_manifest, svoe, write_manifest
 
 EXCHANGE = "BINANCE_FUTURES"
@@ -153,8 +153,8 @@ def test_bad_compaction_input_exits_2(tmp_path: Path) -> None:
 def test_feed_events_are_facts_of_their_collector_and_survive_compaction_once() -> None:
     import pyarrow as pa
 
-    from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
     from svoe.lake.reader import duckdb_connection
+    from svoe.lake.schema import CHANNEL_SCHEMAS
     from svoe.lake.view import exactly_once_sql
 
     def row(writer: str, origin: str | None, ms: int, t: float) -> dict[str, object]:
@@ -179,9 +179,9 @@ def test_identities_that_can_recur_on_another_day_are_left_alone(tmp_path: Path)
     its own would fold the two into one. Such partitions are left as they are."""
     import pyarrow as pa
 
-    from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
     from svoe.feedpod.lake_writer import LocalLakeWriter
     from svoe.lake.layout import BlockKey
+    from svoe.lake.schema import CHANNEL_SCHEMAS
 
     writer = LocalLakeWriter(tmp_path)
     for day, t in (("2023-11-14", 1700000000.0), ("2023-11-15", 1700090000.0)):

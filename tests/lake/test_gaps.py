@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 from svoe.feedpod.events import FEED_EVENTS
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.lake.gaps import StreamRows, merge_writers, stream_gaps, writer_missing
+from svoe.lake.schema import CHANNEL_SCHEMAS
 from tests.conftest import RedisProc
 from tests.pipeline_support import FeedPodProcesses, capture_manifest, svoe, write_manifest
 

@@ -17,10 +17,10 @@ import pytest
 from svoe.bench.lake import synth_l2_book
 from svoe.bench.lake_seek import _as_lake_rows
 from svoe.feedpod.block_writer import write_parts
-from svoe.feedpod.lake_schema import SVOE_COLUMNS
 from svoe.feedpod.lake_writer import LocalLakeWriter
 from svoe.lake import Lake
 from svoe.lake.jobs import run_tasks
+from svoe.lake.schema import SVOE_COLUMNS
 from svoe.lake.snapshot_job import snapshot_part, snapshot_tasks
 from tests.pipeline_support import svoe
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from svoe.feedpod.block_decode import to_table
-from svoe.feedpod.lake_schema import CHANNEL_SCHEMAS
 from svoe.feedpod.lake_writer import LocalLakeWriter
 from svoe.lake import Lake, LakeError
 from svoe.lake.layout import BlockKey, parse_relpath, resolve, writer_identity
+from svoe.lake.schema import CHANNEL_SCHEMAS
 from svoe.lake.stats import lake_counts
 from tests.pipeline_support import svoe
 

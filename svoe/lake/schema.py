@@ -1,5 +1,6 @@
-"""The lake's schema per channel, documented in docs/lake-schema.md. block_decode.py turns a
-block of buffer entries (events.py) into a table of this schema.
+"""The lake's schema per channel, documented in docs/lake-schema.md: the feed pod's writers
+(svoe/feedpod/block_decode.py turns a block of buffer entries into a table of it) and the lake's
+readers share it, as they share the layout.
 """
 
 from __future__ import annotations
