@@ -13,23 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from svoe.api import DataFeed, ManifestError, load_manifest
+from svoe.api import ManifestError, load_manifest
 from svoe.api.contract import AGGREGATOR_PORT, COLLECTOR_LOG_FILE, COLLECTOR_PORT, HEALTH_HOST, REDIS_URL
 
 EXIT_BAD_INPUT = 2
-
-
-def _load(path: str, lake: str | None = None) -> DataFeed:
-    feed = load_manifest(path)
-    if lake is not None:
-        # exclude_unset: what the manifest left to defaults stays a default (svoe run may then
-        # move a busy default port).
-        doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
-        doc["spec"].setdefault("storage", {})["lake"] = lake
-        from svoe.api import parse_manifest
-
-        feed = parse_manifest(doc, f"{path} (with --lake {lake})")
-    return feed
 
 
 def _capture_problem(capture_dir: str, exchange: str) -> str | None:
@@ -73,7 +60,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from svoe.lake.stats import lake_counts, totals_by_channel
     from svoe.replay.faults import Faults
 
-    feed = _load(a.manifest, a.lake)
+    feed = load_manifest(a.manifest, a.lake)
     try:
         faults = Faults.parse(a.replay_drop, a.replay_close_after)
     except ValueError as err:
@@ -114,13 +101,13 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_collector(a: argparse.Namespace) -> int:
     from svoe.feedpod.entrypoints import collector_process
 
-    return asyncio.run(collector_process(_load(a.manifest), a.redis, a.health_host, a.health_port, a.log_file))
+    return asyncio.run(collector_process(load_manifest(a.manifest), a.redis, a.health_host, a.health_port, a.log_file))
 
 
 def cmd_aggregator(a: argparse.Namespace) -> int:
     from svoe.feedpod.entrypoints import aggregator_process
 
-    return asyncio.run(aggregator_process(_load(a.manifest), a.redis, a.health_host, a.health_port))
+    return asyncio.run(aggregator_process(load_manifest(a.manifest), a.redis, a.health_host, a.health_port))
 
 
 def cmd_replay_serve(a: argparse.Namespace) -> int:

@@ -78,9 +78,17 @@ def _single_document(path: str | Path, kind: str) -> tuple[Path, Any]:
     return p, docs[0]
 
 
-def load_manifest(path: str | Path) -> DataFeed:
+def load_manifest(path: str | Path, lake: str | None = None) -> DataFeed:
+    """The DataFeed in `path`; with `lake`, its spec.storage.lake replaced (`--lake`)."""
     p, doc = _single_document(path, "DataFeed")
-    return parse_manifest(doc, str(p))
+    feed = parse_manifest(doc, str(p))
+    if lake is None:
+        return feed
+    # exclude_unset: what the manifest left to defaults stays a default (svoe run may then move a
+    # busy default port).
+    doc = feed.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
+    doc["spec"].setdefault("storage", {})["lake"] = lake
+    return parse_manifest(doc, f"{p} (with --lake {lake})")
 
 
 def parse_featureset(doc: Any, source: str = "manifest") -> FeatureSet:

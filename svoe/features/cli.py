@@ -35,7 +35,7 @@ def cmd_live(a: argparse.Namespace) -> int:
 
 
 def _live(a: argparse.Namespace, health_port: int, note: str) -> int:
-    from svoe.api.load import load_featureset, load_featureset_and_source
+    from svoe.api.load import load_featureset, load_featureset_and_source, load_manifest
     from svoe.features.live_run import run_live, run_with_replay
 
     if note:
@@ -49,9 +49,7 @@ def _live(a: argparse.Namespace, health_port: int, note: str) -> int:
     else:
         featureset, feed, source = load_featureset_and_source(a.featureset)
         if a.lake:
-            from svoe.cli import _load
-
-            feed = _load(str(source), a.lake)
+            feed = load_manifest(source, a.lake)
         if a.replay:
             res = asyncio.run(run_with_replay(featureset, feed, a.replay, a.out, health_port, a.replay_speed))
         else:
