@@ -13,6 +13,8 @@ HELM := $(TOOLS)/helm
 setup: $(VENV)/.synced
 
 $(VENV)/.synced: pyproject.toml uv.lock
+	@command -v $(UV) >/dev/null 2>&1 || { echo "make setup: uv is not installed; install it with 'python3 -m pip install uv' (or set UV=/path/to/uv)" >&2; exit 2; }
+	@test -n "$(PYTHON)" || { echo "make setup: Python 3.13 not found; install it (e.g. 'pyenv install 3.13') or set PYTHON=/path/to/python3.13" >&2; exit 2; }
 	$(UV) sync --frozen --compile-bytecode --python "$(PYTHON)"
 	$(RUN)/python -m compileall -q svoe tests
 	@touch $@
