@@ -8,7 +8,7 @@ from pathlib import Path
 from svoe.bench.pipeline import run_bare
 from svoe.bench.pod import run_svoe
 from svoe.bench.rig import CHANNEL
-from svoe.replay import capture_subscription
+from svoe.replay import capture_subscription, list_capture_exchanges, loopable_exchanges
 from tests.pipeline_support import capture_manifest, svoe, write_manifest
 
 
@@ -29,7 +29,13 @@ def test_bench_with_a_missing_capture_exits_2(tmp_path: Path) -> None:
 
 
 def test_bench_on_an_exchange_that_cannot_be_looped_exits_2(captures: Path) -> None:
-    res = svoe("bench", "pipeline", "--replay", str(captures), "--exchange", "GEMINI", timeout=60)
+    unloopable = [
+        ex
+        for ex in list_capture_exchanges(str(captures))
+        if ex not in loopable_exchanges() and CHANNEL in capture_subscription(str(captures), ex)
+    ]
+    assert unloopable, "every capture with l2_book can be looped: nothing to check the refusal on"
+    res = svoe("bench", "pipeline", "--replay", str(captures), "--exchange", unloopable[0], timeout=60)
     assert res.returncode == 2, res.stderr
     assert "cannot be looped" in res.stderr
 

@@ -88,8 +88,9 @@ def problem(capture_dir: str, exchange: str) -> tuple[str, int] | None:
 
     if CHANNEL not in capture_subscription(capture_dir, exchange):
         return f"--exchange {exchange}: its capture in {capture_dir} has no {CHANNEL} to loop", 2
-    if exchange not in loopable_exchanges():
-        return f"--exchange {exchange}: its capture cannot be looped; loopable: {', '.join(loopable_exchanges())}", 2
+    loopable = loopable_exchanges()
+    if exchange not in loopable:
+        return f"--exchange {exchange}: its capture cannot be looped; loopable: {', '.join(loopable)}", 2
     try:
         RedisServer.executable()
     except RunError as err:
